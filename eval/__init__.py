@@ -1,0 +1,3 @@
+"""Evaluation: traffic sampling, PII scrubbing, rubrics, drift and offline evaluation."""
+
+__all__: list[str] = []

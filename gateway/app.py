@@ -1,0 +1,102 @@
+"""The composition root: builds the FastAPI app and owns every live object through its lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.exceptions import GatewayError, InvalidRequest
+from gateway.http import error_response, openai_error
+from gateway.metrics import GatewayMetrics
+from gateway.middleware import RequestContextMiddleware
+from gateway.openai import api_router as openai_router
+from gateway.openai.serving import OpenAIServing
+from gateway.ops import api_router as ops_router
+from gateway.settings import Settings
+from gateway.upstream.pool import UpstreamPool
+
+logger = logging.getLogger("tuneloop.gateway")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """A gateway app in front of ``settings.upstreams`` (which must not be empty)."""
+    if not settings.upstreams:
+        raise ValueError("create_app needs at least one upstream URL (TUNELOOP_UPSTREAMS)")
+    metrics = GatewayMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                connect=settings.upstream_connect_timeout,
+                read=settings.upstream_read_timeout,
+                write=settings.upstream_read_timeout,
+                pool=settings.upstream_connect_timeout,
+            ),
+            limits=httpx.Limits(
+                max_connections=settings.upstream_max_connections,
+                max_keepalive_connections=settings.upstream_max_connections,
+            ),
+        )
+        pool = UpstreamPool(
+            settings.upstreams,
+            client,
+            metrics=metrics,
+            health_interval=settings.health_interval,
+            health_timeout=settings.health_timeout,
+        )
+        await pool.start()
+        app.state.pool = pool
+        app.state.serving = OpenAIServing(pool, metrics, access_log=settings.access_log)
+        logger.info(
+            "event=gateway_started upstreams=%s ready=%d auth=%s",
+            ",".join(settings.upstreams),
+            sum(r.ready for r in pool.replicas),
+            "on" if settings.api_keys else "off",
+        )
+        try:
+            yield
+        finally:
+            await pool.close()
+            await client.aclose()
+            logger.info("event=gateway_stopped")
+
+    app = FastAPI(
+        title="tuneloop",
+        summary="OpenAI-compatible gateway for vLLM with LoRA adapters and continuous evaluation",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.api_keys = tuple(key.get_secret_value().encode() for key in settings.api_keys)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.include_router(openai_router.router)
+    app.include_router(ops_router.router)
+    _install_error_handlers(app)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves as an OpenAI-shaped body."""
+
+    @app.exception_handler(GatewayError)
+    async def gateway_error(_request: Request, exc: GatewayError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return error_response(InvalidRequest(f"{where}: {first['msg']}", param=where or None))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "invalid_request_error" if exc.status_code < 500 else "internal_error"
+        return openai_error(exc.status_code, str(exc.detail), type=kind)

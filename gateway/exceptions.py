@@ -1,0 +1,102 @@
+"""Gateway errors, each rendered as an OpenAI-shaped error body with its HTTP status.
+
+Hierarchy::
+
+    GatewayError (500, internal_error)
+    ├── InvalidRequest (400, invalid_request_error)
+    │   └── BodyTooLarge (413)
+    ├── Unauthorized (401, authentication_error)
+    ├── ModelNotFound (404, model_not_found)
+    └── UpstreamError (502, upstream_error)
+        ├── NoReadyUpstream (503, service_unavailable)
+        └── UpstreamTimeout (504, timeout)
+
+Transport failures from httpx are turned into gateway errors by ``from_transport`` through
+one table, so every call site maps them the same way.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway answers with."""
+
+    status_code: int = 500
+    error_type: str = "internal_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class InvalidRequest(GatewayError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class BodyTooLarge(InvalidRequest):
+    status_code = 413
+    code = "request_too_large"
+
+
+class Unauthorized(GatewayError):
+    status_code = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class ModelNotFound(GatewayError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+    def __init__(self, model: str):
+        super().__init__(f"The model '{model}' does not exist.", param="model")
+
+
+class UpstreamError(GatewayError):
+    status_code = 502
+    error_type = "upstream_error"
+    code = "bad_gateway"
+
+
+class NoReadyUpstream(UpstreamError):
+    status_code = 503
+    error_type = "service_unavailable"
+    code = "no_ready_upstream"
+
+
+class UpstreamTimeout(UpstreamError):
+    status_code = 504
+    error_type = "timeout"
+    code = "upstream_timeout"
+
+
+# Transport error -> (gateway error class, message). Order matters: first match wins, so the
+# more specific httpx classes come first.
+_TRANSPORT_TABLE: tuple[tuple[type[httpx.TransportError], type[UpstreamError], str], ...] = (
+    (httpx.ConnectTimeout, NoReadyUpstream, "timed out connecting to the model server"),
+    (httpx.ConnectError, NoReadyUpstream, "could not connect to the model server"),
+    (httpx.TimeoutException, UpstreamTimeout, "the model server did not answer in time"),
+    (httpx.RemoteProtocolError, UpstreamError, "the model server closed the connection"),
+    (httpx.NetworkError, UpstreamError, "network error talking to the model server"),
+)
+
+
+def from_transport(exc: httpx.TransportError) -> UpstreamError:
+    """Map an httpx transport failure to the gateway error a client should see."""
+    for transport_cls, gateway_cls, message in _TRANSPORT_TABLE:
+        if isinstance(exc, transport_cls):
+            return gateway_cls(message)
+    return UpstreamError(f"upstream transport error: {type(exc).__name__}")
+
+
+def is_connect_failure(exc: httpx.TransportError) -> bool:
+    """True when no byte can have reached the upstream, so another replica may be tried."""
+    return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)

@@ -1,0 +1,91 @@
+"""Prometheus metrics of one gateway app, on a registry of its own (no process globals).
+
+Label sets stay bounded: ``model`` is always a name an upstream serves or ``UNKNOWN_MODEL``;
+``upstream`` is one of the configured base URLs; ``status`` is an HTTP status code.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+UNKNOWN_MODEL = "_unknown"
+
+# Seconds. Generation on CPU can take tens of seconds; the gateway's own overhead is sub-ms.
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
+
+
+class GatewayMetrics:
+    """The gateway's metric families, registered on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "tuneloop_requests",
+            "Inference requests answered, by model, endpoint and HTTP status.",
+            ["model", "endpoint", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "tuneloop_request_duration_seconds",
+            "Time from request arrival to the last byte of the answer.",
+            ["model", "endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "tuneloop_time_to_first_token_seconds",
+            "Streaming requests: time from arrival to the first generated chunk.",
+            ["model", "endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.prompt_tokens = Counter(
+            "tuneloop_prompt_tokens", "Prompt tokens, as the upstream counted them.", ["model"],
+            registry=r,
+        )
+        self.completion_tokens = Counter(
+            "tuneloop_completion_tokens", "Generated tokens, as the upstream counted them.",
+            ["model"], registry=r,
+        )
+        self.in_flight = Gauge(
+            "tuneloop_requests_in_flight", "Inference requests being answered now.", ["endpoint"],
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "tuneloop_upstream_errors",
+            "Failures talking to an upstream (connect, timeout, protocol, health).",
+            ["upstream", "kind"],
+            registry=r,
+        )
+        self.upstream_ready = Gauge(
+            "tuneloop_upstream_ready", "1 when the upstream passed its last health check.",
+            ["upstream"], registry=r,
+        )
+        self.overhead = Histogram(
+            "tuneloop_gateway_overhead_seconds",
+            "Time spent in the gateway itself before the response starts, upstream time excluded.",
+            buckets=_OVERHEAD_BUCKETS,
+            registry=r,
+        )
+
+    def record_usage(self, model: str, usage: dict[str, object] | None) -> None:
+        if not isinstance(usage, dict):
+            return
+        prompt = usage.get("prompt_tokens")
+        completion = usage.get("completion_tokens")
+        if isinstance(prompt, int) and prompt > 0:
+            self.prompt_tokens.labels(model).inc(prompt)
+        if isinstance(completion, int) and completion > 0:
+            self.completion_tokens.labels(model).inc(completion)
+
+    def exposition(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,73 @@
+"""The OpenAI-compatible routes: one call into serving, then the response."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from gateway.deps import ContextDep, ServingDep, SettingsDep, require_api_key
+from gateway.exceptions import (
+    BodyTooLarge,
+    InvalidRequest,
+    ModelNotFound,
+    NoReadyUpstream,
+    Unauthorized,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from gateway.http import RelayResponse, error_responses, read_body
+from gateway.openai.protocol import ChatCompletionRequest, CompletionRequest, ModelList
+from gateway.openai.serving import JSONResult, ServingResult
+
+router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
+
+_GENERATION_ERRORS = error_responses(
+    InvalidRequest, Unauthorized, ModelNotFound, BodyTooLarge, UpstreamError, NoReadyUpstream,
+    UpstreamTimeout,
+)
+
+
+def _body_schema(model: type) -> dict:
+    """Document the request body, which the route reads raw to bound and validate it itself."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+def _respond(result: ServingResult) -> Response:
+    if isinstance(result, JSONResult):
+        return Response(result.body, status_code=result.status, media_type="application/json")
+    return RelayResponse(result.relay)
+
+
+@router.post(
+    "/chat/completions",
+    responses=_GENERATION_ERRORS,
+    openapi_extra=_body_schema(ChatCompletionRequest),
+    summary="Create a chat completion (streaming with stream=true)",
+)
+async def create_chat_completion(
+    request: Request, serving: ServingDep, settings: SettingsDep, ctx: ContextDep
+) -> Response:
+    body = await read_body(request, settings.max_body_bytes)
+    return _respond(await serving.create_chat_completion(body, ctx))
+
+
+@router.post(
+    "/completions",
+    responses=_GENERATION_ERRORS,
+    openapi_extra=_body_schema(CompletionRequest),
+    summary="Create a text completion (streaming with stream=true)",
+)
+async def create_completion(
+    request: Request, serving: ServingDep, settings: SettingsDep, ctx: ContextDep
+) -> Response:
+    body = await read_body(request, settings.max_body_bytes)
+    return _respond(await serving.create_completion(body, ctx))
+
+
+@router.get("/models", response_model=ModelList, responses=error_responses(NoReadyUpstream))
+async def list_models(serving: ServingDep) -> ModelList:
+    return serving.list_models()

@@ -1,0 +1,187 @@
+"""OpenAI-compatible serving: validate, pick an upstream, forward, account. No FastAPI here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import TypeVar
+
+import httpx
+from pydantic import ValidationError
+
+from gateway.context import RequestContext
+from gateway.exceptions import GatewayError, InvalidRequest, ModelNotFound, NoReadyUpstream
+from gateway.metrics import GatewayMetrics
+from gateway.openai.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    ModelCard,
+    ModelList,
+    StreamOptions,
+    GenerationRequest,
+)
+from gateway.openai.streaming import StreamRelay
+from gateway.upstream.pool import UpstreamPool
+
+logger = logging.getLogger("tuneloop.access")
+
+RequestT = TypeVar("RequestT", bound=GenerationRequest)
+_FORWARD_HEADERS = {"content-type": "application/json"}
+
+
+@dataclass(slots=True)
+class JSONResult:
+    """A complete upstream answer, passed through byte for byte."""
+
+    status: int
+    body: bytes
+
+
+@dataclass(slots=True)
+class StreamResult:
+    relay: StreamRelay
+
+
+ServingResult = JSONResult | StreamResult
+
+
+def parse_request(model_cls: type[RequestT], body: bytes) -> RequestT:
+    """Validate a JSON body, turning pydantic's errors into one clear 400."""
+    try:
+        return model_cls.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ())) or None
+        if first.get("type") == "json_invalid":
+            raise InvalidRequest(f"Request body is not valid JSON: {first['msg']}") from exc
+        message = f"{where}: {first['msg']}" if where else first["msg"]
+        if exc.error_count() > 1:
+            message += f" (and {exc.error_count() - 1} more problems)"
+        raise InvalidRequest(message, param=where) from exc
+
+
+class OpenAIServing:
+    """Chat and text completions, and the model list, in front of an ``UpstreamPool``."""
+
+    def __init__(self, pool: UpstreamPool, metrics: GatewayMetrics, *, access_log: bool = True):
+        self._pool = pool
+        self._metrics = metrics
+        self._access_log = access_log
+
+    # --- public ------------------------------------------------------------------------------
+    async def create_chat_completion(self, body: bytes, ctx: RequestContext) -> ServingResult:
+        return await self._serve("chat", body, ctx, ChatCompletionRequest, "/v1/chat/completions")
+
+    async def create_completion(self, body: bytes, ctx: RequestContext) -> ServingResult:
+        return await self._serve("completions", body, ctx, CompletionRequest, "/v1/completions")
+
+    def list_models(self) -> ModelList:
+        if not self._pool.any_ready:
+            raise NoReadyUpstream("no model server is ready")
+        return ModelList(data=[ModelCard(**card) for card in self._pool.known_models().values()])
+
+    # --- the one request path ----------------------------------------------------------------
+    async def _serve(
+        self,
+        endpoint: str,
+        body: bytes,
+        ctx: RequestContext,
+        model_cls: type[GenerationRequest],
+        path: str,
+    ) -> ServingResult:
+        in_flight = self._metrics.in_flight.labels(endpoint)
+        in_flight.inc()
+        handed_to_stream = False
+        try:
+            request = parse_request(model_cls, body)
+            result = await self._forward(endpoint, request, ctx, path)
+            handed_to_stream = isinstance(result, StreamResult)
+            return result
+        except GatewayError as exc:
+            ctx.status = exc.status_code
+            raise
+        finally:
+            if not handed_to_stream:
+                self._finish(endpoint, ctx)
+
+    async def _forward(
+        self, endpoint: str, request: GenerationRequest, ctx: RequestContext, path: str
+    ) -> ServingResult:
+        self._resolve_model(request.model)
+        ctx.model = request.model
+        ctx.stream = request.stream
+        strip_usage = False
+        if request.stream and not request.wants_usage_in_stream:
+            # Ask for usage anyway so tokens are counted; the relay drops it for the client.
+            request.stream_options = StreamOptions(include_usage=True)
+            strip_usage = True
+        payload = request.model_dump_json(exclude_unset=True).encode()
+
+        ctx.proxied = True
+        started = time.perf_counter()
+        call = await self._pool.open(path, payload, model=request.model, headers=_FORWARD_HEADERS)
+        ctx.upstream = call.replica.url
+        try:
+            ctx.status = call.response.status_code
+            if request.stream and ctx.status == 200:
+                ctx.upstream_seconds += time.perf_counter() - started
+                relay = StreamRelay(
+                    call,
+                    ctx,
+                    strip_usage=strip_usage,
+                    on_close=lambda done: self._finish(endpoint, done),
+                )
+                call = None  # the relay owns it now
+                return StreamResult(relay)
+            try:
+                content = await call.response.aread()
+            except httpx.TransportError as exc:
+                raise call.failed(exc) from exc
+            finally:
+                ctx.upstream_seconds += time.perf_counter() - started
+            if ctx.status == 200:
+                self._count_usage(ctx, content)
+            return JSONResult(ctx.status, content)
+        finally:
+            if call is not None:
+                await call.aclose()
+
+    def _resolve_model(self, model: str) -> None:
+        if not self._pool.any_ready:
+            raise NoReadyUpstream("no model server is ready")
+        if model not in self._pool.known_models():
+            raise ModelNotFound(model)
+
+    @staticmethod
+    def _count_usage(ctx: RequestContext, content: bytes) -> None:
+        try:
+            usage = json.loads(content).get("usage")
+        except (ValueError, AttributeError):
+            return
+        if isinstance(usage, dict):
+            ctx.prompt_tokens = usage.get("prompt_tokens")
+            ctx.completion_tokens = usage.get("completion_tokens")
+
+    def _finish(self, endpoint: str, ctx: RequestContext) -> None:
+        """Metrics and the access-log line, once per request, streamed or not."""
+        m = self._metrics
+        duration = ctx.elapsed()
+        m.in_flight.labels(endpoint).dec()
+        m.requests.labels(ctx.model, endpoint, str(ctx.status)).inc()
+        m.latency.labels(ctx.model, endpoint).observe(duration)
+        if ctx.stream and ctx.ttft is not None:
+            m.ttft.labels(ctx.model, endpoint).observe(ctx.ttft)
+        m.record_usage(
+            ctx.model,
+            {"prompt_tokens": ctx.prompt_tokens, "completion_tokens": ctx.completion_tokens},
+        )
+        if self._access_log:
+            overhead = ctx.response_overhead if ctx.response_overhead is not None else ctx.overhead()
+            logger.info(
+                "request_id=%s endpoint=%s model=%s stream=%s status=%d upstream=%s "
+                "duration_ms=%.1f overhead_ms=%.3f prompt_tokens=%s completion_tokens=%s",
+                ctx.request_id, endpoint, ctx.model, ctx.stream, ctx.status, ctx.upstream,
+                duration * 1000, overhead * 1000, ctx.prompt_tokens, ctx.completion_tokens,
+            )

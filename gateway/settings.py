@@ -1,0 +1,155 @@
+"""Gateway configuration: one ``Settings`` object, every field a ``TUNELOOP_*`` env var.
+
+The README's configuration table lists every field here; ``tests/test_docs.py`` keeps it so.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+logger = logging.getLogger("tuneloop.settings")
+
+DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def _split_csv(value: object) -> object:
+    """Accept ``a,b,c`` from the environment as well as a list from code."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything the gateway and its embedded engine can be told."""
+
+    model_config = SettingsConfigDict(env_prefix="TUNELOOP_", extra="ignore")
+
+    # --- where things live -------------------------------------------------------------------
+    data_dir: Path = Field(
+        default=Path("~/.local/share/tuneloop"),
+        description="Folder for models, adapters, indexes and the database.",
+    )
+
+    # --- the gateway's own HTTP server -------------------------------------------------------
+    host: str = Field(default="127.0.0.1", description="Address the gateway listens on.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port the gateway listens on.")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated inference keys; when set, /v1/* needs "
+        "'Authorization: Bearer <key>'.",
+    )
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above)."
+    )
+    log_level: str = Field(default="INFO", description="Python log level for tuneloop's logs.")
+    access_log: bool = Field(
+        default=True, description="Log one line per inference request (id, model, status, times)."
+    )
+
+    # --- upstream vLLM servers -----------------------------------------------------------------
+    upstreams: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated base URLs of vLLM OpenAI servers. Empty: start an "
+        "embedded vLLM engine on the bundled model.",
+    )
+    upstream_connect_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds to open a connection to an upstream."
+    )
+    upstream_read_timeout: float = Field(
+        default=600.0,
+        gt=0,
+        description="Seconds to wait for the next bytes from an upstream (504 when exceeded).",
+    )
+    upstream_max_connections: int = Field(
+        default=512, gt=0, description="Connection pool size shared by all upstreams."
+    )
+    health_interval: float = Field(
+        default=5.0, gt=0, description="Seconds between upstream health checks."
+    )
+    health_timeout: float = Field(
+        default=2.0, gt=0, description="Seconds one upstream health check may take."
+    )
+
+    # --- the embedded engine (used only when no upstreams are given) ---------------------------
+    model_name: str = Field(
+        default=DEFAULT_MODEL_NAME, description="Name the embedded engine serves the base model as."
+    )
+    model_path: Path | None = Field(
+        default=None,
+        description="Model folder for the embedded engine; default: the prepared bundled model "
+        "under the data dir.",
+    )
+    engine_host: str = Field(default="127.0.0.1", description="Address of the embedded engine.")
+    engine_port: int = Field(
+        default=0, ge=0, le=65535, description="Port of the embedded engine (0: pick a free one)."
+    )
+    engine_dtype: str = Field(
+        default="float32",
+        description="Weights dtype of the embedded engine (float32 is fastest for batches on CPU).",
+    )
+    engine_max_model_len: int = Field(
+        default=2048, gt=0, description="Context length of the embedded engine."
+    )
+    engine_kv_cache_gib: int = Field(
+        default=1, gt=0, description="KV cache size in GiB of the embedded CPU engine."
+    )
+    engine_max_loras: int = Field(
+        default=4, gt=0, description="LoRA adapters the embedded engine holds at once."
+    )
+    engine_max_lora_rank: int = Field(
+        default=16, gt=0, description="Largest LoRA rank the embedded engine accepts."
+    )
+    engine_startup_timeout: float = Field(
+        default=600.0, gt=0, description="Seconds to wait for the embedded engine to be ready."
+    )
+    engine_extra_args: str = Field(
+        default="", description="Extra command-line arguments for the embedded vLLM server."
+    )
+
+    @field_validator("upstreams", "api_keys", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("upstreams")
+    @classmethod
+    def _check_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"upstream {url!r} is not an http(s) URL")
+        return [url.rstrip("/") for url in value]
+
+    @field_validator("data_dir", "model_path")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in logging.getLevelNamesMapping():
+            raise ValueError(f"unknown log level {value!r}")
+        return level
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def base_model_path(self) -> Path:
+        return self.model_path or self.models_dir / self.model_name
+
+    def warn_if_exposed(self) -> None:
+        """Say so when inference is open to the network without keys."""
+        if self.host not in _LOOPBACK and not self.api_keys:
+            logger.warning(
+                "event=exposed host=%s reason='no TUNELOOP_API_KEYS: /v1 is open to anyone'",
+                self.host,
+            )

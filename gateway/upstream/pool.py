@@ -1,0 +1,184 @@
+"""A pool of vLLM OpenAI servers: health checks, least-in-flight choice, failover bookkeeping."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from gateway.exceptions import NoReadyUpstream, UpstreamError, from_transport, is_connect_failure
+from gateway.metrics import GatewayMetrics
+
+logger = logging.getLogger("tuneloop.upstream")
+
+
+@dataclass
+class Replica:
+    """One upstream server as the gateway last saw it."""
+
+    url: str
+    ready: bool = False
+    in_flight: int = 0
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    last_error: str | None = None
+    checked_at: float = 0.0
+
+    def serves(self, model: str) -> bool:
+        return model in self.models
+
+
+class UpstreamPool:
+    """Tracks which replicas are ready and which models each serves; picks one per request."""
+
+    def __init__(
+        self,
+        urls: list[str],
+        client: httpx.AsyncClient,
+        *,
+        metrics: GatewayMetrics,
+        health_interval: float = 5.0,
+        health_timeout: float = 2.0,
+    ) -> None:
+        if not urls:
+            raise ValueError("an upstream pool needs at least one URL")
+        self.replicas = [Replica(url=url) for url in urls]
+        self._client = client
+        self._metrics = metrics
+        self._health_interval = health_interval
+        self._health_timeout = health_timeout
+        self._rotation = itertools.count()
+        self._task: asyncio.Task[None] | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Check every replica once, then keep checking in the background."""
+        await self.check_all()
+        self._task = asyncio.create_task(self._health_loop(), name="tuneloop-health")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._health_interval)
+            await self.check_all()
+
+    async def check_all(self) -> None:
+        await asyncio.gather(*(self._check(replica) for replica in self.replicas))
+
+    async def _check(self, replica: Replica) -> None:
+        try:
+            health = await self._client.get(f"{replica.url}/health", timeout=self._health_timeout)
+            health.raise_for_status()
+            listing = await self._client.get(
+                f"{replica.url}/v1/models", timeout=self._health_timeout
+            )
+            listing.raise_for_status()
+            cards = listing.json().get("data", [])
+            models = {card["id"]: card for card in cards if isinstance(card, dict) and "id" in card}
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            self._set_down(replica, f"{type(exc).__name__}: {exc}", kind="health")
+            return
+        replica.models = models
+        replica.checked_at = time.monotonic()
+        if not replica.ready:
+            logger.info("event=upstream_ready upstream=%s models=%s", replica.url, ",".join(models))
+        replica.ready = True
+        replica.last_error = None
+        self._metrics.upstream_ready.labels(replica.url).set(1)
+
+    def _set_down(self, replica: Replica, reason: str, *, kind: str) -> None:
+        self._metrics.upstream_errors.labels(replica.url, kind).inc()
+        self._metrics.upstream_ready.labels(replica.url).set(0)
+        if replica.ready:
+            logger.warning("event=upstream_down upstream=%s kind=%s reason=%r",
+                           replica.url, kind, reason)
+        replica.ready = False
+        replica.last_error = reason
+
+    def mark_down(self, replica: Replica, reason: str) -> None:
+        """A request could not connect: stop choosing it until a health check passes."""
+        self._set_down(replica, reason, kind="connect")
+
+    # --- queries -----------------------------------------------------------------------------
+    @property
+    def any_ready(self) -> bool:
+        return any(replica.ready for replica in self.replicas)
+
+    def known_models(self) -> dict[str, dict[str, Any]]:
+        """Model cards served by ready replicas, first replica's card winning."""
+        cards: dict[str, dict[str, Any]] = {}
+        for replica in self.replicas:
+            if replica.ready:
+                for model, card in replica.models.items():
+                    cards.setdefault(model, card)
+        return cards
+
+    def candidates(self, model: str) -> list[Replica]:
+        """Ready replicas serving ``model``, least in flight first; ties rotate."""
+        ready = [r for r in self.replicas if r.ready and r.serves(model)]
+        if len(ready) > 1:
+            shift = next(self._rotation) % len(ready)
+            ready = ready[shift:] + ready[:shift]
+            ready.sort(key=lambda r: r.in_flight)  # stable: rotation breaks ties
+        return ready
+
+    # --- requests ----------------------------------------------------------------------------
+    async def open(
+        self, path: str, body: bytes, *, model: str, headers: dict[str, str]
+    ) -> UpstreamCall:
+        """Send a POST to the best replica serving ``model`` and return once headers arrive.
+
+        A replica that refuses the connection (nothing was sent) is marked down and the next
+        one is tried; any other transport failure is raised as a gateway error.
+        """
+        for replica in self.candidates(model):
+            replica.in_flight += 1
+            request = self._client.build_request(
+                "POST", f"{replica.url}{path}", content=body, headers=headers
+            )
+            try:
+                response = await self._client.send(request, stream=True)
+            except httpx.TransportError as exc:
+                replica.in_flight -= 1
+                if is_connect_failure(exc):
+                    self.mark_down(replica, f"{type(exc).__name__}: {exc}")
+                    continue
+                self._metrics.upstream_errors.labels(replica.url, type(exc).__name__).inc()
+                raise from_transport(exc) from exc
+            return UpstreamCall(replica, response, self._metrics)
+        raise NoReadyUpstream(f"no ready model server serves '{model}'")
+
+
+class UpstreamCall:
+    """One response being read from one replica; ``aclose`` releases the replica once."""
+
+    __slots__ = ("replica", "response", "_metrics", "_open")
+
+    def __init__(self, replica: Replica, response: httpx.Response, metrics: GatewayMetrics):
+        self.replica = replica
+        self.response = response
+        self._metrics = metrics
+        self._open = True
+
+    def failed(self, exc: httpx.TransportError) -> UpstreamError:
+        """Count a failure while reading the body and map it for the client."""
+        self._metrics.upstream_errors.labels(self.replica.url, type(exc).__name__).inc()
+        return from_transport(exc)
+
+    async def aclose(self) -> None:
+        if self._open:
+            self._open = False
+            self.replica.in_flight -= 1
+            await self.response.aclose()

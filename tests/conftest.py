@@ -1,0 +1,92 @@
+"""Session fixtures: the real ``tuneloop serve`` (gateway + embedded vLLM) started once.
+
+Slow parts start once per session: the model is prepared by ``make test`` before pytest runs
+(the fixture prepares it too when run alone), and one ``tuneloop serve`` process with its vLLM
+child serves every test. Gateways with special settings are started in-process (uvicorn in a
+thread, real HTTP) in front of that same vLLM server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import openai
+import psutil
+import pytest
+
+from adapters.base_model import prepare_base_model
+from gateway.engine import free_port
+from gateway.settings import Settings
+from tests.helpers import ROOT, http_ok, wait_until
+
+
+@dataclass(frozen=True)
+class ServeProcess:
+    gateway_url: str
+    engine_url: str
+    pid: int
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    """Settings from the environment (TUNELOOP_DATA_DIR etc.), model prepared."""
+    settings = Settings()
+    prepare_base_model(settings.base_model_path)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def serve(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """``tuneloop serve`` as a user runs it: gateway plus embedded vLLM, stopped by SIGTERM.
+
+    Teardown checks what users rely on at Ctrl-C/SIGTERM: a clean exit and no orphan process.
+    """
+    port, engine_port = free_port(), free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    env = {
+        **os.environ,
+        "TUNELOOP_PORT": str(port),
+        "TUNELOOP_ENGINE_PORT": str(engine_port),
+        "TUNELOOP_DATA_DIR": str(base_settings.data_dir),
+        "TUNELOOP_HEALTH_INTERVAL": "1",
+    }
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    gateway_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: process.poll() is not None or http_ok(f"{gateway_url}/readyz"),
+            timeout=600, what="tuneloop serve to be ready",
+        )
+        if process.poll() is not None:
+            raise RuntimeError(f"tuneloop serve exited:\n{log.read_text()[-4000:]}")
+    except BaseException:
+        process.kill()
+        raise
+    family = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    yield ServeProcess(gateway_url, f"http://127.0.0.1:{engine_port}", process.pid)
+
+    process.send_signal(signal.SIGTERM)
+    code = process.wait(timeout=60)
+    survivors = [p.pid for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert code == 0, f"tuneloop serve exited with {code} on SIGTERM:\n{log.read_text()[-3000:]}"
+    assert not survivors, f"processes left behind after SIGTERM: {survivors}"
+
+
+@pytest.fixture(scope="session")
+def engine_url(serve: ServeProcess) -> str:
+    return serve.engine_url
+
+
+@pytest.fixture(scope="session")
+def client(serve: ServeProcess) -> openai.OpenAI:
+    """The official OpenAI client pointed at the real gateway."""
+    return openai.OpenAI(base_url=f"{serve.gateway_url}/v1", api_key="unused", max_retries=0)
