@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
+import aiohttp
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway.exceptions import GatewayError, InvalidRequest
 from gateway.http import error_response, openai_error
 from gateway.metrics import GatewayMetrics
-from gateway.middleware import RequestContextMiddleware
+from gateway.middleware import ApiKeyMiddleware, RequestContextMiddleware
 from gateway.openai import api_router as openai_router
 from gateway.openai.serving import OpenAIServing
 from gateway.ops import api_router as ops_router
@@ -33,17 +33,14 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = httpx.AsyncClient(
-            timeout=httpx.Timeout(
+        client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=settings.upstream_max_connections),
+            timeout=aiohttp.ClientTimeout(
+                total=None,
                 connect=settings.upstream_connect_timeout,
-                read=settings.upstream_read_timeout,
-                write=settings.upstream_read_timeout,
-                pool=settings.upstream_connect_timeout,
+                sock_read=settings.upstream_read_timeout,
             ),
-            limits=httpx.Limits(
-                max_connections=settings.upstream_max_connections,
-                max_keepalive_connections=settings.upstream_max_connections,
-            ),
+            auto_decompress=False,
         )
         pool = UpstreamPool(
             settings.upstreams,
@@ -65,7 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await pool.close()
-            await client.aclose()
+            await client.close()
             logger.info("event=gateway_stopped")
 
     app = FastAPI(
@@ -75,8 +72,9 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.api_keys = tuple(key.get_secret_value().encode() for key in settings.api_keys)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    keys = tuple(key.get_secret_value().encode() for key in settings.api_keys)
+    app.add_middleware(ApiKeyMiddleware, keys=keys)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)  # outermost: ids on 401s too
     app.include_router(openai_router.router)
     app.include_router(ops_router.router)
     _install_error_handlers(app)

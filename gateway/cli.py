@@ -38,7 +38,7 @@ def configure_logging(level: str) -> None:
         stream=sys.stderr,
         force=True,
     )
-    # httpx logs every upstream call at INFO; the gateway's own access line says it once.
+    # httpx (which polls the starting engine) logs every call at INFO: too chatty.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 

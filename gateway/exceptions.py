@@ -7,17 +7,20 @@ Hierarchy::
     │   └── BodyTooLarge (413)
     ├── Unauthorized (401, authentication_error)
     ├── ModelNotFound (404, model_not_found)
+    ├── ClientClosedRequest (499: the client left before its body arrived; nginx's code)
     └── UpstreamError (502, upstream_error)
         ├── NoReadyUpstream (503, service_unavailable)
         └── UpstreamTimeout (504, timeout)
 
-Transport failures from httpx are turned into gateway errors by ``from_transport`` through
+Transport failures from aiohttp are turned into gateway errors by ``from_transport`` through
 one table, so every call site maps them the same way.
 """
 
 from __future__ import annotations
 
-import httpx
+import asyncio
+
+import aiohttp
 
 
 class GatewayError(Exception):
@@ -60,6 +63,11 @@ class ModelNotFound(GatewayError):
         super().__init__(f"The model '{model}' does not exist.", param="model")
 
 
+class ClientClosedRequest(GatewayError):
+    status_code = 499
+    error_type = "client_closed_request"
+
+
 class UpstreamError(GatewayError):
     status_code = 502
     error_type = "upstream_error"
@@ -78,25 +86,27 @@ class UpstreamTimeout(UpstreamError):
     code = "upstream_timeout"
 
 
-# Transport error -> (gateway error class, message). Order matters: first match wins, so the
-# more specific httpx classes come first.
-_TRANSPORT_TABLE: tuple[tuple[type[httpx.TransportError], type[UpstreamError], str], ...] = (
-    (httpx.ConnectTimeout, NoReadyUpstream, "timed out connecting to the model server"),
-    (httpx.ConnectError, NoReadyUpstream, "could not connect to the model server"),
-    (httpx.TimeoutException, UpstreamTimeout, "the model server did not answer in time"),
-    (httpx.RemoteProtocolError, UpstreamError, "the model server closed the connection"),
-    (httpx.NetworkError, UpstreamError, "network error talking to the model server"),
+# Transport error -> (gateway error class, message). First match wins, so the more specific
+# aiohttp classes come first (ConnectionTimeoutError is also a TimeoutError, for instance).
+TransportError = (aiohttp.ClientError, asyncio.TimeoutError)  # for `except`
+_TRANSPORT_TABLE: tuple[tuple[type[BaseException], type[UpstreamError], str], ...] = (
+    (aiohttp.ConnectionTimeoutError, NoReadyUpstream, "timed out connecting to the model server"),
+    (aiohttp.ClientConnectorError, NoReadyUpstream, "could not connect to the model server"),
+    (asyncio.TimeoutError, UpstreamTimeout, "the model server did not answer in time"),
+    (aiohttp.ServerDisconnectedError, UpstreamError, "the model server closed the connection"),
+    (aiohttp.ClientPayloadError, UpstreamError, "the model server closed the connection"),
+    (aiohttp.ClientError, UpstreamError, "network error talking to the model server"),
 )
 
 
-def from_transport(exc: httpx.TransportError) -> UpstreamError:
-    """Map an httpx transport failure to the gateway error a client should see."""
+def from_transport(exc: BaseException) -> UpstreamError:
+    """Map an aiohttp transport failure to the gateway error a client should see."""
     for transport_cls, gateway_cls, message in _TRANSPORT_TABLE:
         if isinstance(exc, transport_cls):
             return gateway_cls(message)
     return UpstreamError(f"upstream transport error: {type(exc).__name__}")
 
 
-def is_connect_failure(exc: httpx.TransportError) -> bool:
+def is_connect_failure(exc: BaseException) -> bool:
     """True when no byte can have reached the upstream, so another replica may be tried."""
-    return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+    return isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)

@@ -6,9 +6,10 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from gateway.exceptions import BodyTooLarge, GatewayError
+from gateway.exceptions import BodyTooLarge, ClientClosedRequest, GatewayError
 from gateway.openai.protocol import ErrorInfo, ErrorResponse
 from gateway.openai.streaming import StreamRelay
 
@@ -20,11 +21,14 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise BodyTooLarge(f"Request body of {declared} bytes exceeds the {limit}-byte limit.")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"Request body exceeds the {limit}-byte limit.")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(f"Request body exceeds the {limit}-byte limit.")
+            chunks.append(chunk)
+    except ClientDisconnect as exc:
+        raise ClientClosedRequest("the client closed the connection before sending its body") from exc
     return b"".join(chunks)
 
 

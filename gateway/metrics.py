@@ -6,6 +6,8 @@ Label sets stay bounded: ``model`` is always a name an upstream serves or ``UNKN
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -77,15 +79,40 @@ class GatewayMetrics:
             registry=r,
         )
 
-    def record_usage(self, model: str, usage: dict[str, object] | None) -> None:
-        if not isinstance(usage, dict):
-            return
-        prompt = usage.get("prompt_tokens")
-        completion = usage.get("completion_tokens")
-        if isinstance(prompt, int) and prompt > 0:
-            self.prompt_tokens.labels(model).inc(prompt)
-        if isinstance(completion, int) and completion > 0:
-            self.completion_tokens.labels(model).inc(completion)
+        # Labelled children, cached: ``labels()`` takes a lock and hashes on every call. The
+        # keys are bounded because the label values are.
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def _child(self, family: Counter | Gauge | Histogram, *labels: str) -> Any:
+        key = (family._name, *labels)  # noqa: SLF001 - the family's registered name
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(*labels)
+        return child
+
+    def in_flight_for(self, endpoint: str) -> Gauge:
+        return self._child(self.in_flight, endpoint)
+
+    def record_request(
+        self,
+        *,
+        model: str,
+        endpoint: str,
+        status: int,
+        duration: float,
+        ttft: float | None = None,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+    ) -> None:
+        """Everything one finished inference request contributes."""
+        self._child(self.requests, model, endpoint, str(status)).inc()
+        self._child(self.latency, model, endpoint).observe(duration)
+        if ttft is not None:
+            self._child(self.ttft, model, endpoint).observe(ttft)
+        if isinstance(prompt_tokens, int) and prompt_tokens > 0:
+            self._child(self.prompt_tokens, model).inc(prompt_tokens)
+        if isinstance(completion_tokens, int) and completion_tokens > 0:
+            self._child(self.completion_tokens, model).inc(completion_tokens)
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -70,9 +70,11 @@ class StubUpstream:
 
 
 @contextmanager
-def stub_upstream(*, die_after: int | None = None) -> Iterator[StubUpstream]:
+def stub_upstream(
+    *, die_after: int | None = None, port: int | None = None
+) -> Iterator[StubUpstream]:
     """``tests/stub_upstream.py`` as its own process."""
-    port = free_port()
+    port = port or free_port()
     args = [sys.executable, str(ROOT / "tests" / "stub_upstream.py"), "--port", str(port)]
     if die_after is not None:
         args += ["--die-after", str(die_after)]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 
-from gateway.deps import ContextDep, ServingDep, SettingsDep, require_api_key
+from gateway.deps import ContextDep, ServingDep, SettingsDep
 from gateway.exceptions import (
     BodyTooLarge,
     InvalidRequest,
@@ -18,7 +18,8 @@ from gateway.http import RelayResponse, error_responses, read_body
 from gateway.openai.protocol import ChatCompletionRequest, CompletionRequest, ModelList
 from gateway.openai.serving import JSONResult, ServingResult
 
-router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
+# Inference keys are checked by ApiKeyMiddleware for everything under /v1.
+router = APIRouter(prefix="/v1", tags=["openai"])
 
 _GENERATION_ERRORS = error_responses(
     InvalidRequest, Unauthorized, ModelNotFound, BodyTooLarge, UpstreamError, NoReadyUpstream,

@@ -8,7 +8,6 @@ import time
 from dataclasses import dataclass
 from typing import TypeVar
 
-import httpx
 from pydantic import ValidationError
 
 from gateway.context import RequestContext
@@ -91,8 +90,7 @@ class OpenAIServing:
         model_cls: type[GenerationRequest],
         path: str,
     ) -> ServingResult:
-        in_flight = self._metrics.in_flight.labels(endpoint)
-        in_flight.inc()
+        self._metrics.in_flight_for(endpoint).inc()
         handed_to_stream = False
         try:
             request = parse_request(model_cls, body)
@@ -124,7 +122,7 @@ class OpenAIServing:
         call = await self._pool.open(path, payload, model=request.model, headers=_FORWARD_HEADERS)
         ctx.upstream = call.replica.url
         try:
-            ctx.status = call.response.status_code
+            ctx.status = call.status
             if request.stream and ctx.status == 200:
                 ctx.upstream_seconds += time.perf_counter() - started
                 relay = StreamRelay(
@@ -136,9 +134,7 @@ class OpenAIServing:
                 call = None  # the relay owns it now
                 return StreamResult(relay)
             try:
-                content = await call.response.aread()
-            except httpx.TransportError as exc:
-                raise call.failed(exc) from exc
+                content = await call.read()
             finally:
                 ctx.upstream_seconds += time.perf_counter() - started
             if ctx.status == 200:
@@ -166,16 +162,16 @@ class OpenAIServing:
 
     def _finish(self, endpoint: str, ctx: RequestContext) -> None:
         """Metrics and the access-log line, once per request, streamed or not."""
-        m = self._metrics
         duration = ctx.elapsed()
-        m.in_flight.labels(endpoint).dec()
-        m.requests.labels(ctx.model, endpoint, str(ctx.status)).inc()
-        m.latency.labels(ctx.model, endpoint).observe(duration)
-        if ctx.stream and ctx.ttft is not None:
-            m.ttft.labels(ctx.model, endpoint).observe(ctx.ttft)
-        m.record_usage(
-            ctx.model,
-            {"prompt_tokens": ctx.prompt_tokens, "completion_tokens": ctx.completion_tokens},
+        self._metrics.in_flight_for(endpoint).dec()
+        self._metrics.record_request(
+            model=ctx.model,
+            endpoint=endpoint,
+            status=ctx.status,
+            duration=duration,
+            ttft=ctx.ttft if ctx.stream else None,
+            prompt_tokens=ctx.prompt_tokens,
+            completion_tokens=ctx.completion_tokens,
         )
         if self._access_log:
             overhead = ctx.response_overhead if ctx.response_overhead is not None else ctx.overhead()

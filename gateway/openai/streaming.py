@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import httpx
-
 from gateway.context import RequestContext
 from gateway.exceptions import GatewayError, UpstreamError
 from gateway.openai.protocol import ErrorInfo, ErrorResponse
@@ -54,7 +52,7 @@ class StreamRelay:
     async def _events(self) -> AsyncIterator[bytes]:
         buffer = b""
         try:
-            async for chunk in self._call.response.aiter_raw():
+            async for chunk in self._call.chunks():
                 buffer += chunk
                 while (end := buffer.find(_SEPARATOR)) != -1:
                     event = buffer[: end + 2]
@@ -63,11 +61,6 @@ class StreamRelay:
                         yield out
             if not self._saw_done:
                 raise UpstreamError("the model server ended the stream before it was complete")
-        except httpx.TransportError as exc:
-            error = self._call.failed(exc)
-            self._ctx.status = error.status_code
-            yield sse_error(error)
-            yield DONE
         except UpstreamError as error:
             self._ctx.status = error.status_code
             yield sse_error(error)

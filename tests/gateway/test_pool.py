@@ -1,49 +1,57 @@
-"""The pool's own choice logic (unit level; the integration tests cover real replicas)."""
+"""The pool's choice and health logic, against real stub replicas over HTTP."""
 
 from __future__ import annotations
 
 import asyncio
 
-import httpx
+import aiohttp
 
+from gateway.engine import free_port
 from gateway.metrics import GatewayMetrics
 from gateway.upstream.pool import UpstreamPool
+from tests.helpers import MODEL, stub_upstream
 
 
-def _pool(handler) -> UpstreamPool:
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return UpstreamPool(["http://a", "http://b", "http://c"], client, metrics=GatewayMetrics())
+async def _checked(urls: list[str]) -> UpstreamPool:
+    pool = UpstreamPool(urls, aiohttp.ClientSession(), metrics=GatewayMetrics())
+    await pool.check_all()
+    return pool
 
 
-def _healthy(models_by_host: dict[str, list[str]]):
-    def handler(request: httpx.Request) -> httpx.Response:
-        models = models_by_host.get(request.url.host)
-        if models is None:
-            raise httpx.ConnectError("refused", request=request)
-        if request.url.path == "/health":
-            return httpx.Response(200)
-        return httpx.Response(200, json={"data": [{"id": m} for m in models]})
+def test_least_in_flight_wins_and_rotation_breaks_ties() -> None:
+    with stub_upstream() as a, stub_upstream() as b:
 
-    return handler
+        async def scenario() -> None:
+            pool = await _checked([a.url, b.url])
+            try:
+                first, second = pool.replicas
+                first.in_flight = 2
+                assert [r.url for r in pool.candidates(MODEL)] == [b.url, a.url]
+                first.in_flight = 0
+                picks = [pool.candidates(MODEL)[0].url for _ in range(4)]
+                assert sorted(picks) == sorted([a.url, b.url] * 2)
+                assert pool.candidates("not-served") == []
+            finally:
+                await pool._client.close()
 
-
-def test_least_in_flight_wins_and_only_replicas_serving_the_model() -> None:
-    pool = _pool(_healthy({"a": ["m"], "b": ["m", "other"], "c": ["other"]}))
-    asyncio.run(pool.check_all())
-    a, b, c = pool.replicas
-    a.in_flight, b.in_flight = 3, 1
-    assert pool.candidates("m")[0] is b
-    assert c not in pool.candidates("m")
-    assert pool.candidates("other")[0] is c  # 0 in flight beats b's 1
-    assert set(pool.known_models()) == {"m", "other"}
+        asyncio.run(scenario())
 
 
-def test_unreachable_replica_is_not_ready_and_recovers_on_next_check() -> None:
-    hosts: dict[str, list[str]] = {"a": ["m"], "b": ["m"]}
-    pool = _pool(_healthy(hosts))
-    asyncio.run(pool.check_all())
-    assert [r.ready for r in pool.replicas] == [True, True, False]
-    hosts["c"] = ["m"]
-    asyncio.run(pool.check_all())
-    assert all(r.ready for r in pool.replicas)
-    assert pool.replicas[2].last_error is None
+def test_unreachable_replica_is_not_ready_until_a_check_passes() -> None:
+    port = free_port()
+
+    async def first_check() -> UpstreamPool:
+        return await _checked([f"http://127.0.0.1:{port}"])
+
+    async def scenario() -> None:
+        pool = await first_check()
+        try:
+            assert not pool.any_ready and pool.replicas[0].last_error
+            with stub_upstream(port=port):
+                await pool.check_all()
+                assert pool.any_ready and pool.replicas[0].last_error is None
+                assert list(pool.known_models()) == [MODEL]
+        finally:
+            await pool._client.close()
+
+    asyncio.run(scenario())
