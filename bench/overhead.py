@@ -13,6 +13,7 @@ throughput ratio >= 0.40; real vLLM: throughput ratio >= 0.97.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -46,9 +47,13 @@ def wait_ready(url: str, timeout: float) -> None:
 
 
 def wrk_script(max_tokens: int) -> Path:
-    body = (
-        '{"model": "%s", "max_tokens": %d, "temperature": 0, '
-        '"messages": [{"role": "user", "content": "Say hello."}]}' % (MODEL, max_tokens)
+    body = json.dumps(
+        {
+            "model": MODEL,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "messages": [{"role": "user", "content": "Say hello."}],
+        }
     )
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
     script.write_text(
@@ -69,9 +74,21 @@ def to_ms(text: str) -> float:
 def run_wrk(url: str, *, connections: int, seconds: int, script: Path) -> dict[str, float]:
     threads = 1 if connections == 1 else 2
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
-         "--timeout", "60s", "-s", str(script), f"{url}/v1/chat/completions"],
-        capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "--timeout",
+            "60s",
+            "-s",
+            str(script),
+            f"{url}/v1/chat/completions",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
     for pct in ("50", "99"):
@@ -84,8 +101,11 @@ def run_wrk(url: str, *, connections: int, seconds: int, script: Path) -> dict[s
 
 def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        args, cwd=ROOT, env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        args,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -101,8 +121,9 @@ def bench_stub(seconds: int) -> None:
     stub_port, gw_port = free_port(), free_port()
     stub_url, gw_url = f"http://127.0.0.1:{stub_port}", f"http://127.0.0.1:{gw_port}"
     stub = start([sys.executable, "tests/stub_upstream.py", "--port", str(stub_port)])
-    gateway = start([sys.executable, "-m", "gateway", "serve", "--port", str(gw_port),
-                     "--upstream", stub_url])
+    gateway = start(
+        [sys.executable, "-m", "gateway", "serve", "--port", str(gw_port), "--upstream", stub_url]
+    )
     script = wrk_script(4)
     try:
         wait_ready(f"{stub_url}/health", 30)
@@ -129,8 +150,10 @@ def bench_stub(seconds: int) -> None:
 def bench_real(seconds: int, connections: int) -> None:
     gw_port, engine_port = free_port(), free_port()
     gw_url, engine_url = f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{engine_port}"
-    serve = start([sys.executable, "-m", "gateway", "serve", "--port", str(gw_port)],
-                  env={"TUNELOOP_ENGINE_PORT": str(engine_port)})
+    serve = start(
+        [sys.executable, "-m", "gateway", "serve", "--port", str(gw_port)],
+        env={"TUNELOOP_ENGINE_PORT": str(engine_port)},
+    )
     script = wrk_script(16)
     try:
         wait_ready(f"{gw_url}/readyz", 600)

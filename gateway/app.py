@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,13 +13,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from adapters.registry import Registry
+from gateway.adapter_service import AdapterService
+from gateway.admin import api_router as admin_router
+from gateway.admin.serving import AdminServing
+from gateway.db import create_db_engine
 from gateway.exceptions import GatewayError, InvalidRequest
 from gateway.http import error_response, openai_error
 from gateway.metrics import GatewayMetrics
-from gateway.middleware import ApiKeyMiddleware, RequestContextMiddleware
+from gateway.middleware import BearerAuthMiddleware, RequestContextMiddleware
 from gateway.openai import api_router as openai_router
 from gateway.openai.serving import OpenAIServing
 from gateway.ops import api_router as ops_router
+from gateway.routing import ModelRouter
 from gateway.settings import Settings
 from gateway.upstream.pool import UpstreamPool
 
@@ -50,8 +57,22 @@ def create_app(settings: Settings) -> FastAPI:
             health_timeout=settings.health_timeout,
         )
         await pool.start()
+        db = create_db_engine(settings.resolved_database_url)
+        registry = await asyncio.to_thread(Registry, db)
+        adapters = AdapterService(
+            registry=registry,
+            pool=pool,
+            router=ModelRouter(),
+            session=client,
+            settings=settings,
+            metrics=metrics,
+        )
+        await adapters.start()
         app.state.pool = pool
-        app.state.serving = OpenAIServing(pool, metrics, access_log=settings.access_log)
+        app.state.serving = OpenAIServing(
+            pool, metrics, resolver=adapters, access_log=settings.access_log
+        )
+        app.state.admin = AdminServing(adapters)
         logger.info(
             "event=gateway_started upstreams=%s ready=%d auth=%s",
             ",".join(settings.upstreams),
@@ -61,8 +82,10 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            await adapters.close()
             await pool.close()
             await client.close()
+            db.dispose()
             logger.info("event=gateway_stopped")
 
     app = FastAPI(
@@ -73,9 +96,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     keys = tuple(key.get_secret_value().encode() for key in settings.api_keys)
-    app.add_middleware(ApiKeyMiddleware, keys=keys)
+    admin = (settings.admin_token.get_secret_value().encode(),) if settings.admin_token else ()
+    app.add_middleware(BearerAuthMiddleware, keys=keys, prefix="/v1/")
+    app.add_middleware(BearerAuthMiddleware, keys=admin, prefix="/admin/", closed_without_keys=True)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)  # outermost: ids on 401s too
     app.include_router(openai_router.router)
+    app.include_router(admin_router.router)
     app.include_router(ops_router.router)
     _install_error_handlers(app)
     return app

@@ -28,7 +28,8 @@ class RequestContext:
     start: float = field(default_factory=time.perf_counter)
     upstream_seconds: float = 0.0
     proxied: bool = False
-    model: str = UNKNOWN_MODEL
+    model: str = UNKNOWN_MODEL  # what the client called (base model, alias or version)
+    version: str = UNKNOWN_MODEL  # the served name that answered
     status: int = 500
     stream: bool = False
     upstream: str | None = None

@@ -108,7 +108,10 @@ class EmbeddedEngine:
             )
         logger.info(
             "event=engine_starting pid=%d url=%s model=%s log=%s",
-            self._process.pid, self.url, self.settings.base_model_path, self.log_path,
+            self._process.pid,
+            self.url,
+            self.settings.base_model_path,
+            self.log_path,
         )
 
     def wait_ready(self, *, tick: Callable[[float], None] | None = None) -> None:
@@ -144,8 +147,11 @@ class EmbeddedEngine:
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
-            logger.warning("event=engine_kill pid=%d reason='no exit %.0fs after SIGTERM'",
-                           process.pid, timeout)
+            logger.warning(
+                "event=engine_kill pid=%d reason='no exit %.0fs after SIGTERM'",
+                process.pid,
+                timeout,
+            )
         # The group outlives its leader if the engine core lingers: make sure it is gone.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)

@@ -7,6 +7,8 @@ Hierarchy::
     │   └── BodyTooLarge (413)
     ├── Unauthorized (401, authentication_error)
     ├── ModelNotFound (404, model_not_found)
+    ├── NotFound (404, not_found) · AdminDisabled (404, admin_disabled)
+    ├── Conflict (409, conflict)
     ├── ClientClosedRequest (499: the client left before its body arrived; nginx's code)
     └── UpstreamError (502, upstream_error)
         ├── NoReadyUpstream (503, service_unavailable)
@@ -61,6 +63,27 @@ class ModelNotFound(GatewayError):
 
     def __init__(self, model: str):
         super().__init__(f"The model '{model}' does not exist.", param="model")
+
+
+class AdminDisabled(GatewayError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "admin_disabled"
+
+    def __init__(self) -> None:
+        super().__init__("The admin API is disabled: set TUNELOOP_ADMIN_TOKEN to enable it.")
+
+
+class NotFound(GatewayError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "not_found"
+
+
+class Conflict(GatewayError):
+    status_code = 409
+    error_type = "invalid_request_error"
+    code = "conflict"
 
 
 class ClientClosedRequest(GatewayError):

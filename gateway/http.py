@@ -28,7 +28,9 @@ async def read_body(request: Request, limit: int) -> bytes:
                 raise BodyTooLarge(f"Request body exceeds the {limit}-byte limit.")
             chunks.append(chunk)
     except ClientDisconnect as exc:
-        raise ClientClosedRequest("the client closed the connection before sending its body") from exc
+        raise ClientClosedRequest(
+            "the client closed the connection before sending its body"
+        ) from exc
     return b"".join(chunks)
 
 

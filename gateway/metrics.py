@@ -1,6 +1,8 @@
 """Prometheus metrics of one gateway app, on a registry of its own (no process globals).
 
-Label sets stay bounded: ``model`` is always a name an upstream serves or ``UNKNOWN_MODEL``;
+Label sets stay bounded: ``model`` (what the client called: base model, alias or version) and
+``version`` (the served name that answered) are always names the gateway serves or
+``UNKNOWN_MODEL``;
 ``upstream`` is one of the configured base URLs; ``status`` is an HTTP status code.
 """
 
@@ -33,13 +35,13 @@ class GatewayMetrics:
         self.requests = Counter(
             "tuneloop_requests",
             "Inference requests answered, by model, endpoint and HTTP status.",
-            ["model", "endpoint", "status"],
+            ["model", "version", "endpoint", "status"],
             registry=r,
         )
         self.latency = Histogram(
             "tuneloop_request_duration_seconds",
             "Time from request arrival to the last byte of the answer.",
-            ["model", "endpoint"],
+            ["model", "version", "endpoint"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -51,15 +53,21 @@ class GatewayMetrics:
             registry=r,
         )
         self.prompt_tokens = Counter(
-            "tuneloop_prompt_tokens", "Prompt tokens, as the upstream counted them.", ["model"],
+            "tuneloop_prompt_tokens",
+            "Prompt tokens, as the upstream counted them.",
+            ["model", "version"],
             registry=r,
         )
         self.completion_tokens = Counter(
-            "tuneloop_completion_tokens", "Generated tokens, as the upstream counted them.",
-            ["model"], registry=r,
+            "tuneloop_completion_tokens",
+            "Generated tokens, as the upstream counted them.",
+            ["model", "version"],
+            registry=r,
         )
         self.in_flight = Gauge(
-            "tuneloop_requests_in_flight", "Inference requests being answered now.", ["endpoint"],
+            "tuneloop_requests_in_flight",
+            "Inference requests being answered now.",
+            ["endpoint"],
             registry=r,
         )
         self.upstream_errors = Counter(
@@ -69,8 +77,10 @@ class GatewayMetrics:
             registry=r,
         )
         self.upstream_ready = Gauge(
-            "tuneloop_upstream_ready", "1 when the upstream passed its last health check.",
-            ["upstream"], registry=r,
+            "tuneloop_upstream_ready",
+            "1 when the upstream passed its last health check.",
+            ["upstream"],
+            registry=r,
         )
         self.overhead = Histogram(
             "tuneloop_gateway_overhead_seconds",
@@ -79,6 +89,15 @@ class GatewayMetrics:
             registry=r,
         )
 
+        self.adapter_load = Histogram(
+            "tuneloop_adapter_load_seconds",
+            "Time for one replica to load one adapter version.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.alias_swaps = Counter(
+            "tuneloop_alias_swaps", "Alias flips and rollbacks.", ["alias"], registry=r
+        )
         # Labelled children, cached: ``labels()`` takes a lock and hashes on every call. The
         # keys are bounded because the label values are.
         self._children: dict[tuple[str, ...], Any] = {}
@@ -97,6 +116,7 @@ class GatewayMetrics:
         self,
         *,
         model: str,
+        version: str,
         endpoint: str,
         status: int,
         duration: float,
@@ -105,14 +125,14 @@ class GatewayMetrics:
         completion_tokens: int | None = None,
     ) -> None:
         """Everything one finished inference request contributes."""
-        self._child(self.requests, model, endpoint, str(status)).inc()
-        self._child(self.latency, model, endpoint).observe(duration)
+        self._child(self.requests, model, version, endpoint, str(status)).inc()
+        self._child(self.latency, model, version, endpoint).observe(duration)
         if ttft is not None:
             self._child(self.ttft, model, endpoint).observe(ttft)
         if isinstance(prompt_tokens, int) and prompt_tokens > 0:
-            self._child(self.prompt_tokens, model).inc(prompt_tokens)
+            self._child(self.prompt_tokens, model, version).inc(prompt_tokens)
         if isinstance(completion_tokens, int) and completion_tokens > 0:
-            self._child(self.completion_tokens, model).inc(completion_tokens)
+            self._child(self.completion_tokens, model, version).inc(completion_tokens)
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

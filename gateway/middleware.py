@@ -3,9 +3,10 @@
 - ``RequestContextMiddleware`` gives every request an id and, on the response, the headers
   ``x-request-id`` and ``x-tuneloop-overhead-ms`` (time in the gateway itself before the
   response started).
-- ``ApiKeyMiddleware`` guards every ``/v1/`` route with the inference keys. It is middleware
-  rather than a FastAPI dependency because it must cover every route under ``/v1`` (present
-  and future) and because dependency solving was a fifth of the gateway's time per request.
+- ``BearerAuthMiddleware`` guards every ``/v1/`` route with the inference keys and every
+  ``/admin/`` route with the admin token. It is middleware rather than a FastAPI dependency
+  because it must cover every route under its prefix (present and future) and because
+  dependency solving was a fifth of the gateway's time per request.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import hmac
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.context import RequestContext, new_request_id
-from gateway.exceptions import Unauthorized
+from gateway.exceptions import AdminDisabled, GatewayError, Unauthorized
 from gateway.http import error_response
 from gateway.metrics import GatewayMetrics
 
@@ -56,21 +57,37 @@ class RequestContextMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-class ApiKeyMiddleware:
-    """When keys are configured, ``/v1/*`` needs ``Authorization: Bearer <key>`` holding one.
+class BearerAuthMiddleware:
+    """Routes under ``prefix`` need ``Authorization: Bearer <key>`` holding one of ``keys``.
 
-    Every configured key is compared in constant time, so timing tells nothing about which key
-    or how much of it matched.
+    With no keys: open when ``closed_without_keys`` is false (inference on a laptop), or
+    answered 404 when it is true (the admin API is off until a token is set). Every configured
+    key is compared in constant time, so timing tells nothing about which key or how much of it
+    matched.
     """
 
-    def __init__(self, app: ASGIApp, *, keys: tuple[bytes, ...], prefix: str = "/v1/") -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        keys: tuple[bytes, ...],
+        prefix: str,
+        closed_without_keys: bool = False,
+    ) -> None:
         self.app = app
         self.keys = keys
         self.prefix = prefix
+        self.closed_without_keys = closed_without_keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.keys and scope["path"].startswith(self.prefix):
-            error = self.check(_header(scope, b"authorization"))
+        if scope["type"] == "http" and scope["path"].startswith(self.prefix):
+            error: GatewayError | None
+            if self.keys:
+                error = self.check(_header(scope, b"authorization"))
+            elif self.closed_without_keys:
+                error = AdminDisabled()
+            else:
+                error = None
             if error is not None:
                 await error_response(error)(scope, receive, send)
                 return

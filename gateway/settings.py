@@ -52,6 +52,29 @@ class Settings(BaseSettings):
         default=True, description="Log one line per inference request (id, model, status, times)."
     )
 
+    # --- admin API, registry and adapters -----------------------------------------------------
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for /admin/* (adapters, aliases, events). Unset: the admin "
+        "API is disabled. Inference keys never open it.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the registry database; default: SQLite (WAL) file "
+        "tuneloop.db in the data dir. Use PostgreSQL when several gateways share it.",
+    )
+    adapter_root: Path | None = Field(
+        default=None,
+        description="Only adapter folders inside it can be registered; default: "
+        "<data dir>/adapters.",
+    )
+    max_loaded_adapters: int = Field(
+        default=4,
+        gt=0,
+        description="Adapter versions kept loaded on each replica; idle versions no alias "
+        "points at are unloaded beyond it (match vLLM's --max-cpu-loras).",
+    )
+
     # --- upstream vLLM servers -----------------------------------------------------------------
     upstreams: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -125,7 +148,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"upstream {url!r} is not an http(s) URL")
         return [url.rstrip("/") for url in value]
 
-    @field_validator("data_dir", "model_path")
+    @field_validator("admin_token")
+    @classmethod
+    def _no_weak_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("admin token must be at least 16 characters")
+        return value
+
+    @field_validator("data_dir", "model_path", "adapter_root")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
@@ -145,6 +175,14 @@ class Settings(BaseSettings):
     @property
     def base_model_path(self) -> Path:
         return self.model_path or self.models_dir / self.model_name
+
+    @property
+    def resolved_adapter_root(self) -> Path:
+        return self.adapter_root or self.data_dir / "adapters"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'tuneloop.db'}"
 
     def warn_if_exposed(self) -> None:
         """Say so when inference is open to the network without keys."""

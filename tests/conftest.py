@@ -41,7 +41,9 @@ def base_settings() -> Settings:
 
 
 @pytest.fixture(scope="session")
-def serve(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+def serve(
+    base_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServeProcess]:
     """``tuneloop serve`` as a user runs it: gateway plus embedded vLLM, stopped by SIGTERM.
 
     Teardown checks what users rely on at Ctrl-C/SIGTERM: a clean exit and no orphan process.
@@ -58,13 +60,17 @@ def serve(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> 
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     gateway_url = f"http://127.0.0.1:{port}"
     try:
         wait_until(
             lambda: process.poll() is not None or http_ok(f"{gateway_url}/readyz"),
-            timeout=600, what="tuneloop serve to be ready",
+            timeout=600,
+            what="tuneloop serve to be ready",
         )
         if process.poll() is not None:
             raise RuntimeError(f"tuneloop serve exited:\n{log.read_text()[-4000:]}")

@@ -91,8 +91,9 @@ def build_app(model: str, die_after: int | None) -> Callable[..., Awaitable[None
         for index in range(4):
             if die_after is not None and index >= die_after:
                 os._exit(1)  # the replica dies mid-stream
-            await send({"type": "http.response.body", "body": chunk(f"part{index} "),
-                        "more_body": True})
+            await send(
+                {"type": "http.response.body", "body": chunk(f"part{index} "), "more_body": True}
+            )
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
 
     return app
@@ -103,8 +104,12 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--die-after", type=int, default=None,
-                        help="exit the process after sending this many stream chunks")
+    parser.add_argument(
+        "--die-after",
+        type=int,
+        default=None,
+        help="exit the process after sending this many stream chunks",
+    )
     args = parser.parse_args()
     import uvicorn
 

@@ -28,7 +28,9 @@ def test_bad_env_configuration_is_refused_before_anything_starts() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "gateway", "serve"],
         env={"TUNELOOP_UPSTREAMS": "not-a-url", "PATH": ""},
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "not an http(s) URL" in result.stderr

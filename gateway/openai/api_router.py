@@ -22,7 +22,12 @@ from gateway.openai.serving import JSONResult, ServingResult
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 _GENERATION_ERRORS = error_responses(
-    InvalidRequest, Unauthorized, ModelNotFound, BodyTooLarge, UpstreamError, NoReadyUpstream,
+    InvalidRequest,
+    Unauthorized,
+    ModelNotFound,
+    BodyTooLarge,
+    UpstreamError,
+    NoReadyUpstream,
     UpstreamTimeout,
 )
 

@@ -16,12 +16,13 @@ from gateway.metrics import GatewayMetrics
 from gateway.openai.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
+    GenerationRequest,
     ModelCard,
     ModelList,
     StreamOptions,
-    GenerationRequest,
 )
 from gateway.openai.streaming import StreamRelay
+from gateway.routing import Resolver, Route
 from gateway.upstream.pool import UpstreamPool
 
 logger = logging.getLogger("tuneloop.access")
@@ -64,9 +65,17 @@ def parse_request(model_cls: type[RequestT], body: bytes) -> RequestT:
 class OpenAIServing:
     """Chat and text completions, and the model list, in front of an ``UpstreamPool``."""
 
-    def __init__(self, pool: UpstreamPool, metrics: GatewayMetrics, *, access_log: bool = True):
+    def __init__(
+        self,
+        pool: UpstreamPool,
+        metrics: GatewayMetrics,
+        *,
+        resolver: Resolver | None = None,
+        access_log: bool = True,
+    ):
         self._pool = pool
         self._metrics = metrics
+        self._resolver = resolver
         self._access_log = access_log
 
     # --- public ------------------------------------------------------------------------------
@@ -77,9 +86,18 @@ class OpenAIServing:
         return await self._serve("completions", body, ctx, CompletionRequest, "/v1/completions")
 
     def list_models(self) -> ModelList:
+        """Base models and adapter versions the replicas serve, then aliases."""
         if not self._pool.any_ready:
             raise NoReadyUpstream("no model server is ready")
-        return ModelList(data=[ModelCard(**card) for card in self._pool.known_models().values()])
+        cards = self._pool.known_models()
+        data = [ModelCard(**card) for card in cards.values()]
+        base = next((m for m, card in cards.items() if not card.get("parent")), None)
+        if self._resolver is not None:
+            data += [
+                ModelCard(id=alias, root=alias, parent=base)
+                for alias in self._resolver.alias_names()
+            ]
+        return ModelList(data=data)
 
     # --- the one request path ----------------------------------------------------------------
     async def _serve(
@@ -92,9 +110,11 @@ class OpenAIServing:
     ) -> ServingResult:
         self._metrics.in_flight_for(endpoint).inc()
         handed_to_stream = False
+        route: Route | None = None
         try:
             request = parse_request(model_cls, body)
-            result = await self._forward(endpoint, request, ctx, path)
+            route = await self._route(request, ctx)
+            result = await self._forward(endpoint, request, ctx, path, route)
             handed_to_stream = isinstance(result, StreamResult)
             return result
         except GatewayError as exc:
@@ -102,13 +122,32 @@ class OpenAIServing:
             raise
         finally:
             if not handed_to_stream:
-                self._finish(endpoint, ctx)
+                self._finish(endpoint, ctx, route)
+
+    async def _route(self, request: GenerationRequest, ctx: RequestContext) -> Route | None:
+        """Point the request at the served name that answers it, holding adapter versions."""
+        route = (
+            await self._resolver.route(request.model, request.user)
+            if self._resolver is not None
+            else None
+        )
+        if route is None:
+            self._resolve_model(request.model)
+            ctx.model = ctx.version = request.model
+            return None
+        ctx.model = route.alias or route.served_name
+        ctx.version = route.served_name
+        request.model = route.served_name
+        return route
 
     async def _forward(
-        self, endpoint: str, request: GenerationRequest, ctx: RequestContext, path: str
+        self,
+        endpoint: str,
+        request: GenerationRequest,
+        ctx: RequestContext,
+        path: str,
+        route: Route | None,
     ) -> ServingResult:
-        self._resolve_model(request.model)
-        ctx.model = request.model
         ctx.stream = request.stream
         strip_usage = False
         if request.stream and not request.wants_usage_in_stream:
@@ -129,7 +168,7 @@ class OpenAIServing:
                     call,
                     ctx,
                     strip_usage=strip_usage,
-                    on_close=lambda done: self._finish(endpoint, done),
+                    on_close=lambda done: self._finish(endpoint, done, route),
                 )
                 call = None  # the relay owns it now
                 return StreamResult(relay)
@@ -160,12 +199,15 @@ class OpenAIServing:
             ctx.prompt_tokens = usage.get("prompt_tokens")
             ctx.completion_tokens = usage.get("completion_tokens")
 
-    def _finish(self, endpoint: str, ctx: RequestContext) -> None:
-        """Metrics and the access-log line, once per request, streamed or not."""
+    def _finish(self, endpoint: str, ctx: RequestContext, route: Route | None) -> None:
+        """Release the route; metrics and the access-log line, once per request."""
+        if route is not None and self._resolver is not None:
+            self._resolver.release(route)
         duration = ctx.elapsed()
         self._metrics.in_flight_for(endpoint).dec()
         self._metrics.record_request(
             model=ctx.model,
+            version=ctx.version,
             endpoint=endpoint,
             status=ctx.status,
             duration=duration,
@@ -174,10 +216,21 @@ class OpenAIServing:
             completion_tokens=ctx.completion_tokens,
         )
         if self._access_log:
-            overhead = ctx.response_overhead if ctx.response_overhead is not None else ctx.overhead()
+            overhead = (
+                ctx.response_overhead if ctx.response_overhead is not None else ctx.overhead()
+            )
             logger.info(
-                "request_id=%s endpoint=%s model=%s stream=%s status=%d upstream=%s "
+                "request_id=%s endpoint=%s model=%s version=%s stream=%s status=%d upstream=%s "
                 "duration_ms=%.1f overhead_ms=%.3f prompt_tokens=%s completion_tokens=%s",
-                ctx.request_id, endpoint, ctx.model, ctx.stream, ctx.status, ctx.upstream,
-                duration * 1000, overhead * 1000, ctx.prompt_tokens, ctx.completion_tokens,
+                ctx.request_id,
+                endpoint,
+                ctx.model,
+                ctx.version,
+                ctx.stream,
+                ctx.status,
+                ctx.upstream,
+                duration * 1000,
+                overhead * 1000,
+                ctx.prompt_tokens,
+                ctx.completion_tokens,
             )

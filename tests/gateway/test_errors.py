@@ -29,7 +29,9 @@ def assert_openai_error(response: httpx.Response, status: int, code: str | None 
 def guarded(engine_url: str) -> Iterator[str]:
     """A gateway with inference keys, a small body limit and a short read timeout."""
     settings = Settings(
-        upstreams=[engine_url], api_keys="key-one,key-two", max_body_bytes=2048,
+        upstreams=[engine_url],
+        api_keys="key-one,key-two",
+        max_body_bytes=2048,
         upstream_read_timeout=0.3,
     )
     with running_gateway(settings) as url:
@@ -48,8 +50,11 @@ def test_unknown_model_is_404(client: openai.OpenAI) -> None:
 
 
 def test_malformed_json_is_400(serve) -> None:
-    response = httpx.post(f"{serve.gateway_url}/v1/chat/completions", content=b"{not json",
-                          headers={"content-type": "application/json"})
+    response = httpx.post(
+        f"{serve.gateway_url}/v1/chat/completions",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
+    )
     error = assert_openai_error(response, 400)
     assert error["type"] == "invalid_request_error"
     assert "JSON" in error["message"]
@@ -91,8 +96,10 @@ def test_oversized_body_is_413(guarded: str) -> None:
 def test_upstream_timeout_is_504(guarded: str) -> None:
     with pytest.raises(openai.APIStatusError) as caught:
         sdk(guarded).chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "Write a long story."}],
-            max_tokens=200, extra_body={"ignore_eos": True},
+            model=MODEL,
+            messages=[{"role": "user", "content": "Write a long story."}],
+            max_tokens=200,
+            extra_body={"ignore_eos": True},
         )
     assert caught.value.status_code == 504
     assert caught.value.code == "upstream_timeout"

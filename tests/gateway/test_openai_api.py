@@ -44,7 +44,11 @@ def test_chat_stream_passes_chunks_and_hides_usage_unless_asked(client: openai.O
 def test_chat_stream_include_usage(client: openai.OpenAI) -> None:
     chunks = list(
         client.chat.completions.create(
-            model=MODEL, messages=QUESTION, max_tokens=8, temperature=0, stream=True,
+            model=MODEL,
+            messages=QUESTION,
+            max_tokens=8,
+            temperature=0,
+            stream=True,
             stream_options={"include_usage": True},
         )
     )
@@ -56,7 +60,10 @@ def test_chat_stream_include_usage(client: openai.OpenAI) -> None:
 def test_completion_stream(client: openai.OpenAI) -> None:
     chunks = list(
         client.completions.create(
-            model=MODEL, prompt="The capital of France is", max_tokens=4, temperature=0,
+            model=MODEL,
+            prompt="The capital of France is",
+            max_tokens=4,
+            temperature=0,
             stream=True,
         )
     )
@@ -82,13 +89,14 @@ def test_request_id_echoed_and_overhead_reported(client: openai.OpenAI) -> None:
 
 def test_metrics_count_requests_tokens_and_stream_timing(client: openai.OpenAI, serve) -> None:
     client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=3)
-    list(client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=3,
-                                        stream=True))
+    list(client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=3, stream=True))
     samples = scrape(f"{serve.gateway_url}/metrics")
     chat = {"model": MODEL, "endpoint": "chat"}
-    assert samples[("tuneloop_requests_total", frozenset({**chat, "status": "200"}.items()))] >= 2
-    assert samples[("tuneloop_completion_tokens_total", frozenset({"model": MODEL}.items()))] >= 6
-    assert samples[("tuneloop_prompt_tokens_total", frozenset({"model": MODEL}.items()))] > 0
+    served = {"model": MODEL, "version": MODEL}
+    ok = frozenset({**served, "endpoint": "chat", "status": "200"}.items())
+    assert samples[("tuneloop_requests_total", ok)] >= 2
+    assert samples[("tuneloop_completion_tokens_total", frozenset(served.items()))] >= 6
+    assert samples[("tuneloop_prompt_tokens_total", frozenset(served.items()))] > 0
     assert samples[("tuneloop_time_to_first_token_seconds_count", frozenset(chat.items()))] >= 1
     assert samples[("tuneloop_gateway_overhead_seconds_count", frozenset())] >= 2
     ready = ("tuneloop_upstream_ready", frozenset({"upstream": serve.engine_url}.items()))

@@ -1,0 +1,1 @@
+"""The admin API surface: adapters, aliases, events (Bearer $TUNELOOP_ADMIN_TOKEN)."""
