@@ -173,9 +173,10 @@ def train(config: TrainConfig, *, on_step: StepCallback | None = None) -> Traini
             optimizer.step()
             optimizer.zero_grad()
             step += 1
-            train_losses.append(round(float(loss), 5))
+            value = float(loss.detach())
+            train_losses.append(round(value, 5))
             if on_step is not None:
-                on_step(step, total, float(loss))
+                on_step(step, total, value)
             if val_set and (step % config.eval_every == 0 or step == total):
                 val = _mean_loss(model, val_set, config.batch_size, pad_id)
                 val_losses.append(round(val, 5))

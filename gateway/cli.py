@@ -5,15 +5,25 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from adapters.base_model import BundledModelMissing, is_prepared, prepare_base_model
+from adapters.datasets import DatasetError
+from gateway.cli_admin import adapters_app, aliases_app, events
 from gateway.engine import EmbeddedEngine, EngineFailed
 from gateway.settings import Settings
 
@@ -26,6 +36,9 @@ app = typer.Typer(
 )
 model_app = typer.Typer(help="Manage the bundled base model.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+app.add_typer(adapters_app, name="adapters")
+app.add_typer(aliases_app, name="aliases")
+app.command("events")(events)
 
 console = Console(stderr=True)
 
@@ -121,6 +134,57 @@ def serve(
         if engine is not None:
             engine.stop()
         signal.signal(signal.SIGTERM, previous)
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="Chat-format JSONL ({'messages': [...]} per line).")],
+    out: Annotated[Path, typer.Option(help="Folder to write the adapter to (must not exist).")],
+    rank: Annotated[int, typer.Option(help="LoRA rank r.")] = 8,
+    alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 16,
+    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 3,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-3,
+    batch_size: Annotated[int, typer.Option(help="Examples per step.")] = 8,
+    val_fraction: Annotated[float, typer.Option(help="Share held out for validation.")] = 0.1,
+    eval_every: Annotated[int, typer.Option(help="Steps between validation passes.")] = 5,
+    patience: Annotated[int, typer.Option(help="Passes without improvement to stop.")] = 2,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Train a LoRA adapter on the prepared base model (loss on assistant turns only)."""
+    from adapters.training import TrainConfig
+    from adapters.training import train as run_training
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    _prepare(settings)
+    try:
+        config = TrainConfig(
+            data=data, out=out, base_model=settings.base_model_path, rank=rank, alpha=alpha,
+            epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size,
+            val_fraction=val_fraction, eval_every=eval_every, patience=patience, seed=seed,
+        )  # fmt: skip
+    except ValidationError as exc:
+        console.print(f"[red]invalid training options:[/red] {exc.errors()[0]['msg']}")
+        raise typer.Exit(2) from exc
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+        MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("loading model", total=None)
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            progress.update(task, completed=step, total=total, description=f"loss {loss:.4f}")
+
+        try:
+            report = run_training(config, on_step=on_step)
+        except DatasetError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from exc
+    console.print(
+        f"adapter written to {out}: {report.steps} steps, best validation loss "
+        f"{report.best_val_loss}, dataset {report.dataset_hash[:19]}…"
+    )
 
 
 def _raise_keyboard_interrupt(_signum: int, _frame: FrameType | None) -> None:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import openai
 import psutil
@@ -22,7 +23,7 @@ import pytest
 from adapters.base_model import prepare_base_model
 from gateway.engine import free_port
 from gateway.settings import Settings
-from tests.helpers import ROOT, http_ok, wait_until
+from tests.helpers import EXAMPLE_DATA, ROOT, http_ok, wait_until
 
 
 @dataclass(frozen=True)
@@ -49,12 +50,15 @@ def serve(
     Teardown checks what users rely on at Ctrl-C/SIGTERM: a clean exit and no orphan process.
     """
     port, engine_port = free_port(), free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    data_dir = tmp_path_factory.mktemp("serve")
+    log = data_dir / "serve.log"
     env = {
         **os.environ,
         "TUNELOOP_PORT": str(port),
         "TUNELOOP_ENGINE_PORT": str(engine_port),
-        "TUNELOOP_DATA_DIR": str(base_settings.data_dir),
+        # A data dir of its own (database, logs); only the prepared model is shared.
+        "TUNELOOP_DATA_DIR": str(data_dir),
+        "TUNELOOP_MODEL_PATH": str(base_settings.base_model_path),
         "TUNELOOP_HEALTH_INTERVAL": "1",
     }
     with open(log, "wb") as out:
@@ -96,3 +100,25 @@ def engine_url(serve: ServeProcess) -> str:
 def client(serve: ServeProcess) -> openai.OpenAI:
     """The official OpenAI client pointed at the real gateway."""
     return openai.OpenAI(base_url=f"{serve.gateway_url}/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="session")
+def adapter_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("adapters")
+
+
+@pytest.fixture(scope="session")
+def trained_adapters(base_settings: Settings, adapter_root: Path) -> dict[str, Path]:
+    """Two adapters trained by ``tuneloop train`` (its own process) on the example task."""
+    folders = {}
+    for label, seed in (("v1", 1), ("v2", 2)):
+        out = adapter_root / f"extract-{label}"
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", "train", "--data", str(EXAMPLE_DATA),
+             "--out", str(out), "--max-steps", "4", "--eval-every", "2", "--seed", str(seed)],
+            cwd=ROOT, capture_output=True, text=True, timeout=900,
+            env={**os.environ, "TUNELOOP_MODEL_PATH": str(base_settings.base_model_path)},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        folders[label] = out
+    return folders

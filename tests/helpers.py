@@ -19,6 +19,8 @@ from gateway.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "smollm2-135m-instruct"
+EXAMPLE_DATA = ROOT / "examples" / "extract.jsonl"
+ADMIN_TOKEN = "test-admin-token-0123456789"
 
 
 def wait_until(

@@ -1,0 +1,126 @@
+"""``tuneloop adapters|aliases|events``: the admin API from the command line (over HTTP).
+
+The running gateway owns loading and routing, so these commands talk to it; they read the
+admin token from ``TUNELOOP_ADMIN_TOKEN`` and the address from ``--url`` or
+``TUNELOOP_HOST``/``TUNELOOP_PORT``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from gateway.settings import Settings
+
+adapters_app = typer.Typer(help="Register, list and retire adapter versions.", no_args_is_help=True)
+aliases_app = typer.Typer(
+    help="Point aliases at versions, canary, roll back.", no_args_is_help=True
+)
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option("--url", help="Gateway URL (default: http://TUNELOOP_HOST:TUNELOOP_PORT)."),
+]
+
+
+def _call(method: str, path: str, url: str | None, body: dict[str, Any] | None = None) -> Any:
+    settings = Settings()
+    if settings.admin_token is None:
+        typer.echo("TUNELOOP_ADMIN_TOKEN is not set", err=True)
+        raise typer.Exit(2)
+    base = url or f"http://{settings.host}:{settings.port}"
+    headers = {"authorization": f"Bearer {settings.admin_token.get_secret_value()}"}
+    try:
+        response = httpx.request(method, f"{base}{path}", json=body, headers=headers, timeout=300)
+    except httpx.HTTPError as exc:
+        typer.echo(f"cannot reach the gateway at {base}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    if response.status_code >= 400:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text
+        typer.echo(f"error {response.status_code}: {message}", err=True)
+        raise typer.Exit(1)
+    return response.json() if response.content else None
+
+
+def _print(data: Any) -> None:
+    if data is not None:
+        typer.echo(json.dumps(data, indent=2))
+
+
+@adapters_app.command("register")
+def adapters_register(
+    name: Annotated[str, typer.Argument(help="Adapter name (versions are numbered under it).")],
+    path: Annotated[str, typer.Argument(help="Folder inside the adapter root.")],
+    url: UrlOption = None,
+) -> None:
+    """Register the next version of NAME from PATH and load it on every replica."""
+    _print(_call("POST", "/admin/adapters", url, {"name": name, "path": path}))
+
+
+@adapters_app.command("list")
+def adapters_list(url: UrlOption = None) -> None:
+    """List adapter versions with their lineage and status."""
+    _print(_call("GET", "/admin/adapters", url)["data"])
+
+
+@adapters_app.command("delete")
+def adapters_delete(
+    served_name: Annotated[str, typer.Argument(help="Version to retire, e.g. extract@v1.")],
+    url: UrlOption = None,
+) -> None:
+    """Retire a version (refused while an alias points at it)."""
+    _print(_call("DELETE", f"/admin/adapters/{served_name}", url))
+
+
+def parse_targets(targets: list[str]) -> dict[str, int]:
+    """``extract@v2`` (all traffic) or ``extract@v1=90 extract@v2=10`` (a canary)."""
+    if len(targets) == 1 and "=" not in targets[0]:
+        return {targets[0]: 100}
+    parsed: dict[str, int] = {}
+    for item in targets:
+        name, sep, weight = item.partition("=")
+        if not sep or not weight.isdigit():
+            raise typer.BadParameter(f"{item!r}: use SERVED_NAME=WEIGHT")
+        parsed[name] = int(weight)
+    return parsed
+
+
+@aliases_app.command("set")
+def aliases_set(
+    alias: Annotated[str, typer.Argument(help="Alias clients call, e.g. extract.")],
+    targets: Annotated[
+        list[str], typer.Argument(help="extract@v2, or weighted: extract@v1=90 extract@v2=10.")
+    ],
+    url: UrlOption = None,
+) -> None:
+    """Point ALIAS at one version, or split it between versions (weights sum to 100)."""
+    _print(_call("PUT", f"/admin/aliases/{alias}", url, {"targets": parse_targets(targets)}))
+
+
+@aliases_app.command("list")
+def aliases_list(url: UrlOption = None) -> None:
+    """List aliases with their current and previous targets."""
+    _print(_call("GET", "/admin/aliases", url)["data"])
+
+
+@aliases_app.command("rollback")
+def aliases_rollback(
+    alias: Annotated[str, typer.Argument(help="Alias to point back at its previous targets.")],
+    url: UrlOption = None,
+) -> None:
+    """Point ALIAS back at its previous targets."""
+    _print(_call("POST", f"/admin/aliases/{alias}/rollback", url))
+
+
+def events(
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50,
+    url: UrlOption = None,
+) -> None:
+    """Show the audit log: registrations, loads, swaps, rollbacks, deletions."""
+    _print(_call("GET", f"/admin/events?limit={limit}", url)["data"])

@@ -1,0 +1,65 @@
+"""The registry on a real SQLite file: versions, aliases, audit log, all-or-nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adapters.registry import InUse, NotFound, Registry, RegistryError
+from adapters.validation import AdapterInfo
+from gateway.db import create_db_engine
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    return Registry(create_db_engine(f"sqlite:///{tmp_path / 'r.db'}"))
+
+
+def info(tmp_path: Path) -> AdapterInfo:
+    return AdapterInfo(path=tmp_path, rank=8, alpha=16, target_modules=["q_proj"],
+                       base_model="smollm2-135m-instruct")
+
+
+def test_versions_count_up_and_are_never_reused(registry: Registry, tmp_path: Path) -> None:
+    first = registry.register("extract", info(tmp_path), dataset_hash="sha256:ab")
+    second = registry.register("extract", info(tmp_path))
+    assert (first.served_name, second.served_name) == ("extract@v1", "extract@v2")
+    assert first.dataset_hash == "sha256:ab"
+    registry.delete("extract@v2")
+    assert registry.register("extract", info(tmp_path)).served_name == "extract@v3"
+    assert [a.served_name for a in registry.adapters()] == ["extract@v1", "extract@v3"]
+    assert registry.get("extract@v2").status == "deleted", "kept for lineage"
+
+
+def test_alias_flip_remembers_previous_and_rolls_back(registry: Registry, tmp_path: Path) -> None:
+    for _ in range(2):
+        registry.register("extract", info(tmp_path))
+    registry.set_alias("extract", {"extract@v1": 100})
+    flipped = registry.set_alias("extract", {"extract@v2": 100})
+    assert flipped.previous_targets == {"extract@v1": 100}
+    back = registry.rollback_alias("extract")
+    assert back.targets == {"extract@v1": 100} and back.previous_targets == {"extract@v2": 100}
+    kinds = [e.kind for e in registry.events()]
+    assert kinds[:3] == ["alias_rollback", "alias_set", "alias_set"]
+
+
+def test_refusals_write_nothing(registry: Registry, tmp_path: Path) -> None:
+    registry.register("extract", info(tmp_path))
+    before = registry.events()
+    with pytest.raises(RegistryError, match="sum to 100"):
+        registry.set_alias("extract", {"extract@v1": 60})
+    with pytest.raises(NotFound):
+        registry.set_alias("extract", {"extract@v9": 100})
+    with pytest.raises(RegistryError, match="bad_name|lowercase"):
+        registry.register("Bad Name", info(tmp_path))
+    assert registry.events() == before
+    assert registry.aliases() == []
+
+
+def test_delete_refused_while_an_alias_points_at_it(registry: Registry, tmp_path: Path) -> None:
+    registry.register("extract", info(tmp_path))
+    registry.set_alias("extract", {"extract@v1": 100})
+    with pytest.raises(InUse, match="alias extract"):
+        registry.delete("extract@v1")
+    assert registry.get("extract@v1").status == "registered"
