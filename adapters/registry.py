@@ -200,6 +200,8 @@ class Registry:
                         "bad_targets", f"{served_name} is {row.status} and cannot be a target"
                     )
             current = session.get(AliasRow, alias)
+            if current is not None and current.targets == targets:
+                return AliasRecord.model_validate(current)  # idempotent: keeps the previous
             if current is None:
                 current = AliasRow(name=alias, targets=dict(targets), previous_targets=None)
                 session.add(current)

@@ -35,8 +35,11 @@ def test_labels_cover_exactly_the_assistant_turns(tokenizer) -> None:
         {"role": "assistant", "content": "Goodbye."},
     ]
     example = encode(tokenizer, messages, max_length=512)
-    learned = [tok for tok, label in zip(example.input_ids, example.labels, strict=True)
-               if label != IGNORE_INDEX]
+    learned = [
+        tok
+        for tok, label in zip(example.input_ids, example.labels, strict=True)
+        if label != IGNORE_INDEX
+    ]
     text = tokenizer.decode(learned)
     assert text == "Hello!<|im_end|>\nGoodbye.<|im_end|>\n"
     assert example.labels[: len(example.labels) // 3].count(IGNORE_INDEX) > 0

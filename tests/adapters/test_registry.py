@@ -17,8 +17,13 @@ def registry(tmp_path: Path) -> Registry:
 
 
 def info(tmp_path: Path) -> AdapterInfo:
-    return AdapterInfo(path=tmp_path, rank=8, alpha=16, target_modules=["q_proj"],
-                       base_model="smollm2-135m-instruct")
+    return AdapterInfo(
+        path=tmp_path,
+        rank=8,
+        alpha=16,
+        target_modules=["q_proj"],
+        base_model="smollm2-135m-instruct",
+    )
 
 
 def test_versions_count_up_and_are_never_reused(registry: Registry, tmp_path: Path) -> None:
@@ -38,6 +43,8 @@ def test_alias_flip_remembers_previous_and_rolls_back(registry: Registry, tmp_pa
     registry.set_alias("extract", {"extract@v1": 100})
     flipped = registry.set_alias("extract", {"extract@v2": 100})
     assert flipped.previous_targets == {"extract@v1": 100}
+    again = registry.set_alias("extract", {"extract@v2": 100})
+    assert again.previous_targets == {"extract@v1": 100}, "repeating a PUT changes nothing"
     back = registry.rollback_alias("extract")
     assert back.targets == {"extract@v1": 100} and back.previous_targets == {"extract@v2": 100}
     kinds = [e.kind for e in registry.events()]

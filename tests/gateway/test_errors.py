@@ -81,7 +81,7 @@ def test_api_keys_required_when_configured(guarded: str) -> None:
     assert_openai_error(missing, 401, "invalid_api_key")
     with pytest.raises(openai.AuthenticationError):
         sdk(guarded, key="key-three").models.list()
-    assert [m.id for m in sdk(guarded, key="key-two").models.list().data] == [MODEL]
+    assert MODEL in [m.id for m in sdk(guarded, key="key-two").models.list().data]
     assert httpx.get(f"{guarded}/healthz").status_code == 200, "probes need no key"
 
 

@@ -72,8 +72,10 @@ def test_completion_stream(client: openai.OpenAI) -> None:
 
 def test_models_list(client: openai.OpenAI) -> None:
     models = client.models.list()
-    assert [m.id for m in models.data] == [MODEL]
-    assert models.data[0].object == "model"
+    assert models.data[0].id == MODEL, "the base model comes first"
+    assert models.data[0].object == "model" and models.data[0].parent is None
+    # Anything else listed is an adapter version or alias on top of the base model.
+    assert all(m.parent == MODEL for m in models.data[1:])
 
 
 def test_request_id_echoed_and_overhead_reported(client: openai.OpenAI) -> None:
