@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -195,8 +196,9 @@ class AdapterService:
                 raise RegistryError("bad_targets", f"{served_name} is not a ready version")
         for served_name in targets:
             await self.ensure_loaded(served_name)
+        loaded_at = time.perf_counter()
         record = await asyncio.to_thread(self.registry.set_alias, alias, targets)
-        self._flip(alias, record.targets, record.previous_targets)
+        self._flip(alias, record.targets, record.previous_targets, since=loaded_at)
         return record
 
     async def rollback(self, alias: str) -> AliasRecord:
@@ -204,8 +206,9 @@ class AdapterService:
         for served_name in await asyncio.to_thread(self._previous_targets, alias):
             if served_name not in current:
                 await self.ensure_loaded(served_name)
+        loaded_at = time.perf_counter()
         record = await asyncio.to_thread(self.registry.rollback_alias, alias)
-        self._flip(alias, record.targets, record.previous_targets)
+        self._flip(alias, record.targets, record.previous_targets, since=loaded_at)
         return record
 
     def _previous_targets(self, alias: str) -> list[str]:
@@ -220,9 +223,19 @@ class AdapterService:
         self._router.remove_alias(alias)
         self._retire(old)
 
-    def _flip(self, alias: str, targets: dict[str, int], previous: dict[str, int] | None) -> None:
+    def _flip(
+        self,
+        alias: str,
+        targets: dict[str, int],
+        previous: dict[str, int] | None,
+        *,
+        since: float,
+    ) -> None:
         old = self._router.aliases.get(alias, set())
+        if old == set(targets) and len(old) == 1:
+            return  # nothing changed (a repeated PUT)
         self._router.set_alias(alias, targets)  # the atomic swap
+        self._metrics.alias_flip.observe(time.perf_counter() - since)
         self._metrics.alias_swaps.labels(alias).inc()
         logger.info("event=alias_flipped alias=%s targets=%s previous=%s", alias, targets, previous)
         self._retire(old - set(targets))

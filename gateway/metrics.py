@@ -95,6 +95,13 @@ class GatewayMetrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r,
         )
+        self.alias_flip = Histogram(
+            "tuneloop_alias_flip_seconds",
+            "From an alias's targets being loaded to requests routing to them (registry write "
+            "and the in-memory swap).",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=r,
+        )
         self.alias_swaps = Counter(
             "tuneloop_alias_swaps", "Alias flips and rollbacks.", ["alias"], registry=r
         )

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +18,7 @@ import openai
 import pytest
 
 from gateway.settings import Settings
-from tests.helpers import ADMIN_TOKEN, MODEL, running_gateway, wait_until
+from tests.helpers import ADMIN_TOKEN, MODEL, ROOT, running_gateway, scrape, wait_until
 
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 PROMPT = [
@@ -136,6 +139,11 @@ def test_hot_swap_under_streaming_load_fails_nothing(admin: Admin, engine_url: s
         worker.join()
 
     assert [r for r in results if r[2]] == [], "no request may fail during the swap"
+    samples = scrape(f"{admin.url}/metrics")
+    assert samples[("tuneloop_alias_swaps_total", frozenset({"alias": "extract"}.items()))] >= 1
+    for version in ("extract@v1", "extract@v2"):
+        labels = {"model": "extract", "version": version, "endpoint": "chat", "status": "200"}
+        assert samples[("tuneloop_requests_total", frozenset(labels.items()))] >= 1
     assert {m for _, m, _ in results} == {"extract@v1", "extract@v2"}
     assert {m for s, m, _ in results if s > flipped_at} == {"extract@v2"}
     wait_until(lambda: "extract@v1" not in engine_models(engine_url), 60, "v1 unloaded")
@@ -240,3 +248,20 @@ def test_a_new_gateway_restores_aliases_and_reloads_them(
         assert target in engine_models(engine_url)
         fresh = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
         assert ask(fresh, "extract") == target
+
+
+def test_cli_talks_to_the_admin_api(admin: Admin) -> None:
+    env = {**os.environ, "TUNELOOP_ADMIN_TOKEN": ADMIN_TOKEN}
+
+    def tuneloop(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway", *args, "--url", admin.url],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    listed = tuneloop("aliases", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "extract" in {a["name"] for a in json.loads(listed.stdout)}
+    refused = tuneloop("adapters", "register", "extract", "../../etc")
+    assert refused.returncode == 1
+    assert "error 400" in refused.stderr and "outside the adapter root" in refused.stderr
