@@ -66,6 +66,7 @@ class AliasRecord(BaseModel):
     name: str
     targets: dict[str, int]
     previous_targets: dict[str, int] | None
+    response_format: dict[str, Any] | None = None
     updated_at: datetime
 
 
@@ -188,8 +189,17 @@ class Registry:
             return AdapterRecord.model_validate(row)
 
     # --- aliases -----------------------------------------------------------------------------
-    def set_alias(self, alias: str, targets: dict[str, int]) -> AliasRecord:
-        """Point ``alias`` at ``targets`` (served name -> weight), remembering the old ones."""
+    def set_alias(
+        self,
+        alias: str,
+        targets: dict[str, int],
+        *,
+        response_format: dict[str, Any] | None = None,
+    ) -> AliasRecord:
+        """Point ``alias`` at ``targets`` (served name -> weight), remembering the old ones.
+
+        ``response_format`` binds a default JSON format to the alias (``None`` clears it).
+        """
         check_name("alias", alias)
         check_weights(targets)
         with self._sessions.begin() as session:
@@ -200,17 +210,27 @@ class Registry:
                         "bad_targets", f"{served_name} is {row.status} and cannot be a target"
                     )
             current = session.get(AliasRow, alias)
-            if current is not None and current.targets == targets:
+            if (
+                current is not None
+                and current.targets == targets
+                and current.response_format == response_format
+            ):
                 return AliasRecord.model_validate(current)  # idempotent: keeps the previous
             if current is None:
                 current = AliasRow(name=alias, targets=dict(targets), previous_targets=None)
                 session.add(current)
                 previous = None
-            else:
+            elif current.targets != targets:
                 previous = dict(current.targets)
                 current.previous_targets = previous
                 current.targets = dict(targets)
-            self._event(session, "alias_set", alias, targets=targets, previous=previous)
+            else:
+                previous = current.previous_targets
+            current.response_format = response_format
+            self._event(
+                session, "alias_set", alias, targets=targets, previous=previous,
+                response_format=response_format,
+            )  # fmt: skip
             session.flush()
             return AliasRecord.model_validate(current)
 

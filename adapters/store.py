@@ -49,6 +49,8 @@ class AliasRow(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     targets: Mapped[dict[str, int]] = mapped_column(JSON)
     previous_targets: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
+    # An OpenAI response_format every request through the alias gets unless it sends its own.
+    response_format: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )

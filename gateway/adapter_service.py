@@ -13,6 +13,7 @@ import logging
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -22,6 +23,7 @@ from adapters.training import read_report
 from adapters.validation import validate_adapter_dir
 from gateway.exceptions import NoReadyUpstream, UpstreamError
 from gateway.metrics import GatewayMetrics
+from gateway.openai.json_guard import parse_response_format
 from gateway.routing import ModelRouter, Route
 from gateway.settings import Settings
 from gateway.upstream.pool import Replica, UpstreamPool
@@ -58,6 +60,7 @@ class AdapterService:
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._paths: dict[str, str] = {}  # served name -> folder, for every ready version
         self._unloaded: set[str] = set()  # ready versions deliberately not on the replicas
+        self._last_used: dict[str, float] = {}  # served name -> monotonic time of last request
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -70,7 +73,7 @@ class AdapterService:
                 self._paths[record.served_name] = record.path
                 self._router.add_version(record.served_name)
         for alias in aliases:
-            self._router.set_alias(alias.name, alias.targets)
+            self._router.set_alias(alias.name, alias.targets, alias.response_format)
         aliased = self._router.aliased()
         self._unloaded = set(self._paths) - aliased
         self._pool.on_ready = self._on_replica_ready
@@ -133,6 +136,7 @@ class AdapterService:
         if route.served_name in self._unloaded:
             await self.ensure_loaded(route.served_name)
         self._router.acquire(route.served_name)  # no await since the check: cannot be unloaded
+        self._last_used[route.served_name] = time.monotonic()
         return route
 
     def release(self, route: Route) -> None:
@@ -175,7 +179,7 @@ class AdapterService:
         self._router.add_version(served_name)
         record = await asyncio.to_thread(self.registry.set_status, served_name, "ready")
         logger.info("event=adapter_ready served_name=%s path=%s", served_name, record.path)
-        await self._enforce_capacity()
+        await self._enforce_capacity(keep=served_name)
         return record
 
     async def delete(self, served_name: str) -> AdapterRecord:
@@ -186,8 +190,18 @@ class AdapterService:
         return record
 
     # --- aliases -----------------------------------------------------------------------------
-    async def set_alias(self, alias: str, targets: dict[str, int]) -> AliasRecord:
+    async def set_alias(
+        self,
+        alias: str,
+        targets: dict[str, int],
+        *,
+        response_format: dict[str, Any] | None = None,
+    ) -> AliasRecord:
         """Point ``alias`` at ``targets`` once they are loaded; retire what it no longer uses."""
+        # A bound format must be one requests could send: same checks, same 400s.
+        parse_response_format(
+            response_format, max_schema_bytes=self._settings.json_max_schema_bytes
+        )
         if alias in self._base_names():
             raise RegistryError("bad_name", f"alias {alias!r} is the name of a base model")
         for served_name in targets:
@@ -197,8 +211,10 @@ class AdapterService:
         for served_name in targets:
             await self.ensure_loaded(served_name)
         loaded_at = time.perf_counter()
-        record = await asyncio.to_thread(self.registry.set_alias, alias, targets)
-        self._flip(alias, record.targets, record.previous_targets, since=loaded_at)
+        record = await asyncio.to_thread(
+            self.registry.set_alias, alias, targets, response_format=response_format
+        )
+        self._flip(alias, record, since=loaded_at)
         return record
 
     async def rollback(self, alias: str) -> AliasRecord:
@@ -208,7 +224,7 @@ class AdapterService:
                 await self.ensure_loaded(served_name)
         loaded_at = time.perf_counter()
         record = await asyncio.to_thread(self.registry.rollback_alias, alias)
-        self._flip(alias, record.targets, record.previous_targets, since=loaded_at)
+        self._flip(alias, record, since=loaded_at)
         return record
 
     def _previous_targets(self, alias: str) -> list[str]:
@@ -223,21 +239,18 @@ class AdapterService:
         self._router.remove_alias(alias)
         self._retire(old)
 
-    def _flip(
-        self,
-        alias: str,
-        targets: dict[str, int],
-        previous: dict[str, int] | None,
-        *,
-        since: float,
-    ) -> None:
+    def _flip(self, alias: str, record: AliasRecord, *, since: float) -> None:
         old = self._router.aliases.get(alias, set())
+        targets = record.targets
+        self._router.set_alias(alias, targets, record.response_format)  # the atomic swap
         if old == set(targets) and len(old) == 1:
-            return  # nothing changed (a repeated PUT)
-        self._router.set_alias(alias, targets)  # the atomic swap
+            return  # same target (a repeated PUT, or only the bound format changed)
         self._metrics.alias_flip.observe(time.perf_counter() - since)
         self._metrics.alias_swaps.labels(alias).inc()
-        logger.info("event=alias_flipped alias=%s targets=%s previous=%s", alias, targets, previous)
+        logger.info(
+            "event=alias_flipped alias=%s targets=%s previous=%s",
+            alias, targets, record.previous_targets,
+        )  # fmt: skip
         self._retire(old - set(targets))
 
     def _retire(self, served_names: set[str]) -> None:
@@ -257,7 +270,7 @@ class AdapterService:
                 raise RegistryError("not_found", f"adapter {served_name} is not a ready version")
             await self._load_everywhere(served_name, path)
             self._unloaded.discard(served_name)
-        await self._enforce_capacity()
+        await self._enforce_capacity(keep=served_name)
 
     async def _load_everywhere(self, served_name: str, path: str) -> None:
         """Load on every ready replica; on any failure, unload where it succeeded and raise."""
@@ -322,14 +335,20 @@ class AdapterService:
         )
         logger.info("event=adapter_unloaded served_name=%s upstreams=%d", served_name, len(holders))
 
-    async def _enforce_capacity(self) -> None:
-        """Keep at most ``max_loaded_adapters`` loaded: unload idle, unaliased versions first."""
+    async def _enforce_capacity(self, *, keep: str) -> None:
+        """Keep at most ``max_loaded_adapters`` loaded by unloading idle, unaliased versions,
+        least recently used first; ``keep`` (the version just loaded) is never chosen."""
         limit = self._settings.max_loaded_adapters
         loaded = [name for name in self._paths if name not in self._unloaded]
         excess = len(loaded) - limit
         if excess <= 0:
             return
         aliased = self._router.aliased()
-        idle = [n for n in loaded if n not in aliased and not self._router.in_flight(n)]
-        for served_name in idle[:excess]:  # registration order: oldest first
+        idle = [
+            name
+            for name in loaded
+            if name != keep and name not in aliased and not self._router.in_flight(name)
+        ]
+        idle.sort(key=lambda name: self._last_used.get(name, 0.0))
+        for served_name in idle[:excess]:
             await self._drain_and_unload(served_name)

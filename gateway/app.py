@@ -23,7 +23,7 @@ from gateway.http import error_response, openai_error
 from gateway.metrics import GatewayMetrics
 from gateway.middleware import BearerAuthMiddleware, RequestContextMiddleware
 from gateway.openai import api_router as openai_router
-from gateway.openai.serving import OpenAIServing
+from gateway.openai.serving import JsonOptions, OpenAIServing
 from gateway.ops import api_router as ops_router
 from gateway.routing import ModelRouter
 from gateway.settings import Settings
@@ -70,7 +70,14 @@ def create_app(settings: Settings) -> FastAPI:
         await adapters.start()
         app.state.pool = pool
         app.state.serving = OpenAIServing(
-            pool, metrics, resolver=adapters, access_log=settings.access_log
+            pool,
+            metrics,
+            resolver=adapters,
+            json_options=JsonOptions(
+                max_retries=settings.json_max_retries,
+                max_schema_bytes=settings.json_max_schema_bytes,
+            ),
+            access_log=settings.access_log,
         )
         app.state.admin = AdminServing(adapters)
         logger.info(

@@ -35,6 +35,8 @@ class RequestContext:
     upstream: str | None = None
     ttft: float | None = None
     response_overhead: float | None = None
+    json_result: str | None = None  # valid | repaired | failed, when a JSON format applied
+    json_repairs: int = 0
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
 

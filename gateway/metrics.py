@@ -95,6 +95,19 @@ class GatewayMetrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r,
         )
+        self.json_validations = Counter(
+            "tuneloop_json_validations",
+            "Responses checked against a JSON response_format, by result "
+            "(valid, repaired, failed).",
+            ["model", "result"],
+            registry=r,
+        )
+        self.json_repairs = Counter(
+            "tuneloop_json_repair_attempts",
+            "Requests sent again because the output failed JSON validation.",
+            ["model"],
+            registry=r,
+        )
         self.alias_flip = Histogram(
             "tuneloop_alias_flip_seconds",
             "From an alias's targets being loaded to requests routing to them (registry write "
@@ -130,6 +143,8 @@ class GatewayMetrics:
         ttft: float | None = None,
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,
+        json_result: str | None = None,
+        json_repairs: int = 0,
     ) -> None:
         """Everything one finished inference request contributes."""
         self._child(self.requests, model, version, endpoint, str(status)).inc()
@@ -140,6 +155,10 @@ class GatewayMetrics:
             self._child(self.prompt_tokens, model, version).inc(prompt_tokens)
         if isinstance(completion_tokens, int) and completion_tokens > 0:
             self._child(self.completion_tokens, model, version).inc(completion_tokens)
+        if json_result is not None:
+            self._child(self.json_validations, model, json_result).inc()
+        if json_repairs:
+            self._child(self.json_repairs, model).inc(json_repairs)
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -13,7 +13,7 @@ import random
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +22,7 @@ class Route:
 
     served_name: str
     alias: str | None = None
+    response_format: dict[str, Any] | None = None  # bound to the alias, if any
 
 
 class Resolver(Protocol):
@@ -73,16 +74,24 @@ class ModelRouter:
 
     def __init__(self) -> None:
         self._aliases: dict[str, Split] = {}
+        self._formats: dict[str, dict[str, Any]] = {}
         self._versions: set[str] = set()
         self._in_flight: defaultdict[str, int] = defaultdict(int)
         self._drained: dict[str, asyncio.Event] = {}
 
     # --- table -------------------------------------------------------------------------------
-    def set_alias(self, alias: str, weights: dict[str, int]) -> None:
+    def set_alias(
+        self, alias: str, weights: dict[str, int], response_format: dict[str, Any] | None = None
+    ) -> None:
+        if response_format is None:
+            self._formats.pop(alias, None)
+        else:
+            self._formats[alias] = response_format
         self._aliases[alias] = Split.of(weights)
 
     def remove_alias(self, alias: str) -> None:
         self._aliases.pop(alias, None)
+        self._formats.pop(alias, None)
 
     def add_version(self, served_name: str) -> None:
         self._versions.add(served_name)
@@ -107,7 +116,7 @@ class ModelRouter:
         """The route for ``model`` if it is an alias or a known version, else ``None``."""
         split = self._aliases.get(model)
         if split is not None:
-            return Route(split.pick(user), alias=model)
+            return Route(split.pick(user), alias=model, response_format=self._formats.get(model))
         if model in self._versions:
             return Route(model)
         return None

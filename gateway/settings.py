@@ -75,6 +75,18 @@ class Settings(BaseSettings):
         "points at are unloaded beyond it (match vLLM's --max-cpu-loras).",
     )
 
+    # --- guaranteed JSON ------------------------------------------------------------------------
+    json_max_retries: int = Field(
+        default=2,
+        ge=0,
+        le=5,
+        description="Times a response failing its JSON response_format is asked for again "
+        "(with twice the max_tokens and the validation errors quoted) before a 422.",
+    )
+    json_max_schema_bytes: int = Field(
+        default=65536, gt=0, description="Largest JSON schema accepted in response_format (400)."
+    )
+
     # --- upstream vLLM servers -----------------------------------------------------------------
     upstreams: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.registry import AdapterRecord, AliasRecord, EventRecord
@@ -20,6 +22,11 @@ class AliasRequest(AdminModel):
     targets: dict[str, int] = Field(
         description="Served name -> weight, summing to 100 ({'extract@v2': 100}, or a canary "
         "split such as {'extract@v1': 90, 'extract@v2': 10})."
+    )
+    response_format: dict[str, Any] | None = Field(
+        default=None,
+        description="OpenAI response_format bound to the alias: requests that send none get "
+        "it, validated (json_object or json_schema).",
     )
 
 

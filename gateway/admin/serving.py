@@ -53,7 +53,9 @@ class AdminServing:
 
     async def set_alias(self, alias: str, request: AliasRequest) -> AliasRecord:
         with api_errors():
-            return await self._adapters.set_alias(alias, request.targets)
+            return await self._adapters.set_alias(
+                alias, request.targets, response_format=request.response_format
+            )
 
     async def list_aliases(self) -> AliasList:
         return AliasList(data=await asyncio.to_thread(self._adapters.registry.aliases))

@@ -48,6 +48,13 @@ class GenerationRequest(OpenAIBaseModel):
     temperature: float | None = Field(default=None, ge=0)
     top_p: float | None = Field(default=None, gt=0, le=1)
     user: str | None = None
+    response_format: dict[str, Any] | None = None
+    json_validation: Literal["strict", "report"] = Field(
+        default="strict",
+        description="tuneloop extension: with a JSON response_format, 'strict' answers 422 "
+        "when the output stays invalid; 'report' returns it with the validation result in "
+        "'tuneloop_validation'. Not forwarded upstream.",
+    )
 
     @property
     def wants_usage_in_stream(self) -> bool:

@@ -13,6 +13,8 @@ from pydantic import ValidationError
 from gateway.context import RequestContext
 from gateway.exceptions import GatewayError, InvalidRequest, ModelNotFound, NoReadyUpstream
 from gateway.metrics import GatewayMetrics
+from gateway.openai.json_guard import JsonSpec, parse_response_format
+from gateway.openai.json_retry import complete_json
 from gateway.openai.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -21,7 +23,7 @@ from gateway.openai.protocol import (
     ModelList,
     StreamOptions,
 )
-from gateway.openai.streaming import StreamRelay
+from gateway.openai.streaming import JsonStreamCheck, StreamRelay
 from gateway.routing import Resolver, Route
 from gateway.upstream.pool import UpstreamPool
 
@@ -45,6 +47,12 @@ class StreamResult:
 
 
 ServingResult = JSONResult | StreamResult
+
+
+@dataclass(frozen=True, slots=True)
+class JsonOptions:
+    max_retries: int = 2
+    max_schema_bytes: int = 65536
 
 
 def parse_request(model_cls: type[RequestT], body: bytes) -> RequestT:
@@ -71,11 +79,13 @@ class OpenAIServing:
         metrics: GatewayMetrics,
         *,
         resolver: Resolver | None = None,
+        json_options: JsonOptions | None = None,
         access_log: bool = True,
     ):
         self._pool = pool
         self._metrics = metrics
         self._resolver = resolver
+        self._json = json_options or JsonOptions()
         self._access_log = access_log
 
     # --- public ------------------------------------------------------------------------------
@@ -140,6 +150,23 @@ class OpenAIServing:
         request.model = route.served_name
         return route
 
+    def _json_spec(self, request: GenerationRequest, route: Route | None) -> JsonSpec | None:
+        """The request's JSON response_format, else the alias's bound one, else none."""
+        value = request.response_format
+        if value is None and route is not None:
+            value = route.response_format
+        return parse_response_format(value, max_schema_bytes=self._json.max_schema_bytes)
+
+    @staticmethod
+    def _payload(request: GenerationRequest, spec: JsonSpec | None, *, guided: bool) -> bytes:
+        """The body vLLM gets: our extensions dropped, the JSON format guided or not."""
+        exclude = {"json_validation"}
+        if spec is not None and guided:
+            request = request.model_copy(update={"response_format": spec.response_format})
+        elif spec is not None:
+            exclude.add("response_format")
+        return request.model_dump_json(exclude_unset=True, exclude=exclude).encode()
+
     async def _forward(
         self,
         endpoint: str,
@@ -149,39 +176,64 @@ class OpenAIServing:
         route: Route | None,
     ) -> ServingResult:
         ctx.stream = request.stream
-        strip_usage = False
-        if request.stream and not request.wants_usage_in_stream:
+        ctx.proxied = True
+        spec = self._json_spec(request, route)
+        if spec is not None and not request.stream:
+
+            async def send(attempt: GenerationRequest, guided: bool) -> tuple[int, bytes]:
+                payload = self._payload(attempt, spec, guided=guided)
+                return await self._complete(path, payload, attempt.model, ctx)
+
+            status, content = await complete_json(
+                send, request, spec, ctx, max_retries=self._json.max_retries
+            )
+            return JSONResult(status, content)
+        if not request.stream:
+            payload = self._payload(request, spec, guided=True)
+            return JSONResult(*await self._complete(path, payload, request.model, ctx))
+
+        strip_usage = not request.wants_usage_in_stream
+        if strip_usage:
             # Ask for usage anyway so tokens are counted; the relay drops it for the client.
             request.stream_options = StreamOptions(include_usage=True)
-            strip_usage = True
-        payload = request.model_dump_json(exclude_unset=True).encode()
-
-        ctx.proxied = True
+        payload = self._payload(request, spec, guided=True)
         started = time.perf_counter()
         call = await self._pool.open(path, payload, model=request.model, headers=_FORWARD_HEADERS)
         ctx.upstream = call.replica.url
+        ctx.status = call.status
+        ctx.upstream_seconds += time.perf_counter() - started
+        if ctx.status != 200:
+            try:
+                return JSONResult(ctx.status, await call.read())
+            finally:
+                await call.aclose()
+        relay = StreamRelay(
+            call,
+            ctx,
+            strip_usage=strip_usage,
+            on_close=lambda done: self._finish(endpoint, done, route),
+            json_check=JsonStreamCheck(spec, strict=request.json_validation == "strict")
+            if spec is not None
+            else None,
+        )
+        return StreamResult(relay)
+
+    async def _complete(
+        self, path: str, payload: bytes, model: str, ctx: RequestContext
+    ) -> tuple[int, bytes]:
+        """One non-streaming upstream call: status and body, usage counted."""
+        started = time.perf_counter()
+        call = await self._pool.open(path, payload, model=model, headers=_FORWARD_HEADERS)
+        ctx.upstream = call.replica.url
         try:
             ctx.status = call.status
-            if request.stream and ctx.status == 200:
-                ctx.upstream_seconds += time.perf_counter() - started
-                relay = StreamRelay(
-                    call,
-                    ctx,
-                    strip_usage=strip_usage,
-                    on_close=lambda done: self._finish(endpoint, done, route),
-                )
-                call = None  # the relay owns it now
-                return StreamResult(relay)
-            try:
-                content = await call.read()
-            finally:
-                ctx.upstream_seconds += time.perf_counter() - started
-            if ctx.status == 200:
-                self._count_usage(ctx, content)
-            return JSONResult(ctx.status, content)
+            content = await call.read()
         finally:
-            if call is not None:
-                await call.aclose()
+            ctx.upstream_seconds += time.perf_counter() - started
+            await call.aclose()
+        if ctx.status == 200:
+            self._count_usage(ctx, content)
+        return ctx.status, content
 
     def _resolve_model(self, model: str) -> None:
         if not self._pool.any_ready:
@@ -195,9 +247,11 @@ class OpenAIServing:
             usage = json.loads(content).get("usage")
         except (ValueError, AttributeError):
             return
-        if isinstance(usage, dict):
-            ctx.prompt_tokens = usage.get("prompt_tokens")
-            ctx.completion_tokens = usage.get("completion_tokens")
+        if isinstance(usage, dict):  # summed: a JSON repair makes several calls
+            ctx.prompt_tokens = (ctx.prompt_tokens or 0) + (usage.get("prompt_tokens") or 0)
+            ctx.completion_tokens = (ctx.completion_tokens or 0) + (
+                usage.get("completion_tokens") or 0
+            )
 
     def _finish(self, endpoint: str, ctx: RequestContext, route: Route | None) -> None:
         """Release the route; metrics and the access-log line, once per request."""
@@ -214,6 +268,8 @@ class OpenAIServing:
             ttft=ctx.ttft if ctx.stream else None,
             prompt_tokens=ctx.prompt_tokens,
             completion_tokens=ctx.completion_tokens,
+            json_result=ctx.json_result,
+            json_repairs=ctx.json_repairs,
         )
         if self._access_log:
             overhead = (

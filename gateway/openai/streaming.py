@@ -4,16 +4,21 @@ Events are passed through as they arrive. The relay only looks inside an event t
 first one, to count the usage chunk (and drop it when the client did not ask for usage), and
 to notice the end. A transport failure mid-stream, or an upstream that stops without
 ``[DONE]``, becomes an OpenAI-shaped error event followed by ``[DONE]``: the OpenAI SDK raises
-``APIError`` on it instead of returning a silently cut answer.
+``APIError`` on it instead of returning a silently cut answer. With a JSON response_format
+the relay also collects each choice's text and, in strict mode, sends a
+``json_validation_failed`` error event before ``[DONE]`` when the whole is invalid.
 """
 
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from gateway.context import RequestContext
 from gateway.exceptions import GatewayError, UpstreamError
+from gateway.openai.json_guard import JsonSpec, JsonValidationFailed, violations
 from gateway.openai.protocol import ErrorInfo, ErrorResponse
 from gateway.upstream.pool import UpstreamCall
 
@@ -28,6 +33,39 @@ def sse_error(error: GatewayError) -> bytes:
     return b"data: " + body.model_dump_json().encode() + _SEPARATOR
 
 
+class JsonStreamCheck:
+    """Collects each choice's streamed text and validates it once the stream is complete."""
+
+    def __init__(self, spec: JsonSpec, *, strict: bool) -> None:
+        self._spec = spec
+        self._strict = strict
+        self._texts: defaultdict[int, list[str]] = defaultdict(list)
+        self._finish: dict[int, str | None] = {}
+
+    def feed(self, chunk: dict[str, Any]) -> None:
+        for choice in chunk.get("choices") or []:
+            index = choice.get("index", 0)
+            delta = choice.get("delta")
+            text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+            if text:
+                self._texts[index].append(text)
+            if choice.get("finish_reason"):
+                self._finish[index] = choice["finish_reason"]
+
+    def verdict(self, ctx: RequestContext) -> GatewayError | None:
+        """Record the result on ``ctx``; in strict mode, the error to send before ``[DONE]``."""
+        errors: list[str] = []
+        for index in sorted(set(self._texts) | set(self._finish)) or [0]:
+            text = "".join(self._texts.get(index, []))
+            errors += violations(self._spec, text, truncated=self._finish.get(index) == "length")
+        ctx.json_result = "failed" if errors else "valid"
+        if errors and self._strict:
+            return JsonValidationFailed(
+                "The streamed output failed JSON validation: " + "; ".join(errors)
+            )
+        return None
+
+
 class StreamRelay:
     """Async-iterable over the client's SSE bytes; ``aclose`` is safe to call more than once."""
 
@@ -38,10 +76,12 @@ class StreamRelay:
         *,
         strip_usage: bool,
         on_close: Callable[[RequestContext], Awaitable[None] | None],
+        json_check: JsonStreamCheck | None = None,
     ) -> None:
         self._call = call
         self._ctx = ctx
         self._strip_usage = strip_usage
+        self._json_check = json_check
         self._on_close = on_close
         self._closed = False
         self._saw_done = False
@@ -74,14 +114,23 @@ class StreamRelay:
             ctx.ttft = ctx.elapsed()
         if event.startswith(DONE[:12]):
             self._saw_done = True
+            if self._json_check is not None:
+                error = self._json_check.verdict(ctx)
+                if error is not None:
+                    ctx.status = error.status_code
+                    return sse_error(error) + event
             return event
-        if b'"usage"' not in event:
+        if b'"usage"' not in event and self._json_check is None:
             return event
         try:
             chunk = json.loads(event.removeprefix(b"data:"))
         except ValueError:
             return event
-        usage = chunk.get("usage") if isinstance(chunk, dict) else None
+        if not isinstance(chunk, dict):
+            return event
+        if self._json_check is not None:
+            self._json_check.feed(chunk)
+        usage = chunk.get("usage")
         if isinstance(usage, dict):
             ctx.prompt_tokens = usage.get("prompt_tokens")
             ctx.completion_tokens = usage.get("completion_tokens")

@@ -265,3 +265,23 @@ def test_cli_talks_to_the_admin_api(admin: Admin) -> None:
     refused = tuneloop("adapters", "register", "extract", "../../etc")
     assert refused.returncode == 1
     assert "error 400" in refused.stderr and "outside the adapter root" in refused.stderr
+
+
+def test_capacity_unloads_idle_versions_and_calls_reload_them(
+    engine_url: str, adapter_root: Path, trained_adapters: dict[str, Path], tmp_path: Path
+) -> None:
+    settings = settings_for(engine_url, adapter_root, tmp_path / "cap.db")
+    settings.max_loaded_adapters = 1
+    with running_gateway(settings) as url:
+        admin = Admin(url, tmp_path / "cap.db")
+        for label in ("v1", "v2"):
+            response = admin.call(
+                "POST", "/admin/adapters",
+                json={"name": "cap", "path": trained_adapters[label].name},
+            )  # fmt: skip
+            assert response.status_code == 201, response.text
+        wait_until(lambda: "cap@v1" not in engine_models(engine_url), 30, "idle v1 unloaded")
+        assert "cap@v2" in engine_models(engine_url)
+        # Called by name, an unloaded version is loaded again on demand.
+        assert ask(admin.client(), "cap@v1") == "cap@v1"
+        wait_until(lambda: "cap@v2" not in engine_models(engine_url), 30, "idle v2 unloaded")
