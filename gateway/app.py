@@ -14,10 +14,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.registry import Registry
+from adapters.store import Base as AdapterTables
 from gateway.adapter_service import AdapterService
 from gateway.admin import api_router as admin_router
 from gateway.admin.serving import AdminServing
-from gateway.db import create_db_engine
+from gateway.collections import api_router as collections_router
+from gateway.collections.serving import CollectionsServing
+from gateway.db import add_missing_columns, create_db_engine
 from gateway.exceptions import GatewayError, InvalidRequest
 from gateway.http import error_response, openai_error
 from gateway.metrics import GatewayMetrics
@@ -28,6 +31,10 @@ from gateway.ops import api_router as ops_router
 from gateway.routing import ModelRouter
 from gateway.settings import Settings
 from gateway.upstream.pool import UpstreamPool
+from retrieval.collections import Collections
+from retrieval.embedder import DIMENSION as EMBEDDING_DIMENSION
+from retrieval.embedder import Embedder
+from retrieval.store import Base as RetrievalTables
 
 logger = logging.getLogger("tuneloop.gateway")
 
@@ -58,6 +65,9 @@ def create_app(settings: Settings) -> FastAPI:
         )
         await pool.start()
         db = create_db_engine(settings.resolved_database_url)
+        for metadata in (AdapterTables.metadata, RetrievalTables.metadata):
+            if added := await asyncio.to_thread(add_missing_columns, db, metadata):
+                logger.info("event=schema_upgraded columns=%s", ",".join(added))
         registry = await asyncio.to_thread(Registry, db)
         adapters = AdapterService(
             registry=registry,
@@ -68,11 +78,20 @@ def create_app(settings: Settings) -> FastAPI:
             metrics=metrics,
         )
         await adapters.start()
+        collections = Collections(
+            db, settings.data_dir / "indexes", Embedder(), dimension=EMBEDDING_DIMENSION
+        )
+        rebuilt = await asyncio.to_thread(collections.open_all)
+        if rebuilt:
+            logger.warning("event=indexes_rebuilt collections=%s", ",".join(rebuilt))
+        app.state.collections = CollectionsServing(collections, metrics)
+        await app.state.collections.refresh_sizes()
         app.state.pool = pool
         app.state.serving = OpenAIServing(
             pool,
             metrics,
             resolver=adapters,
+            retriever=app.state.collections,
             json_options=JsonOptions(
                 max_retries=settings.json_max_retries,
                 max_schema_bytes=settings.json_max_schema_bytes,
@@ -109,6 +128,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, metrics=metrics)  # outermost: ids on 401s too
     app.include_router(openai_router.router)
     app.include_router(admin_router.router)
+    app.include_router(collections_router.admin_router)
+    app.include_router(collections_router.search_router)
     app.include_router(ops_router.router)
     _install_error_handlers(app)
     return app

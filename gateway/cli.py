@@ -23,7 +23,7 @@ from rich.progress import (
 
 from adapters.base_model import BundledModelMissing, is_prepared, prepare_base_model
 from adapters.datasets import DatasetError
-from gateway.cli_admin import adapters_app, aliases_app, events
+from gateway.cli_admin import adapters_app, aliases_app, events, ingest
 from gateway.engine import EmbeddedEngine, EngineFailed
 from gateway.settings import Settings
 
@@ -39,6 +39,7 @@ app.add_typer(model_app, name="model")
 app.add_typer(adapters_app, name="adapters")
 app.add_typer(aliases_app, name="aliases")
 app.command("events")(events)
+app.command("ingest")(ingest)
 
 console = Console(stderr=True)
 

@@ -1,4 +1,4 @@
-"""``tuneloop adapters|aliases|events``: the admin API from the command line (over HTTP).
+"""``tuneloop adapters|aliases|events|ingest``: the admin API from the command line (HTTP).
 
 The running gateway owns loading and routing, so these commands talk to it; they read the
 admin token from ``TUNELOOP_ADMIN_TOKEN`` and the address from ``--url`` or
@@ -8,10 +8,12 @@ admin token from ``TUNELOOP_ADMIN_TOKEN`` and the address from ``--url`` or
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from gateway.settings import Settings
 
@@ -124,3 +126,56 @@ def events(
 ) -> None:
     """Show the audit log: registrations, loads, swaps, rollbacks, deletions."""
     _print(_call("GET", f"/admin/events?limit={limit}", url)["data"])
+
+
+def read_documents(paths: list[Path]) -> list[dict[str, Any]]:
+    """Documents from .txt/.md files (id and source: the path) and .jsonl files (a line each)."""
+    documents: list[dict[str, Any]] = []
+    for path in paths:
+        if path.suffix == ".jsonl":
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise typer.BadParameter(f"{path}:{number}: not JSON ({exc.msg})") from exc
+                if not isinstance(record, dict) or not {"id", "text"} <= record.keys():
+                    raise typer.BadParameter(f"{path}:{number}: needs 'id' and 'text'")
+                documents.append(record)
+        else:
+            documents.append(
+                {"id": str(path), "text": path.read_text(encoding="utf-8"), "source": str(path)}
+            )
+    return documents
+
+
+def ingest(
+    collection: Annotated[str, typer.Argument(help="Collection to upsert into.")],
+    files: Annotated[
+        list[Path], typer.Argument(exists=True, dir_okay=False, help=".txt, .md or .jsonl files.")
+    ],
+    batch: Annotated[int, typer.Option(help="Documents per request.", min=1, max=1000)] = 32,
+    create: Annotated[bool, typer.Option(help="Create the collection if it is missing.")] = True,
+    url: UrlOption = None,
+) -> None:
+    """Upsert documents into a collection (by id: a changed document replaces its old chunks)."""
+    documents = read_documents(files)
+    names = {c["name"] for c in _call("GET", "/admin/collections", url)["data"]}
+    if collection not in names:
+        if not create:
+            typer.echo(f"collection {collection} does not exist", err=True)
+            raise typer.Exit(1)
+        _call("POST", "/admin/collections", url, {"name": collection})
+    chunks = 0
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+    ) as progress:
+        task = progress.add_task(f"ingesting into {collection}", total=len(documents))
+        for start in range(0, len(documents), batch):
+            part = documents[start : start + batch]
+            result = _call("POST", f"/admin/collections/{collection}/documents", url,
+                           {"documents": part})  # fmt: skip
+            chunks += result["chunks"]
+            progress.advance(task, len(part))
+    typer.echo(f"{len(documents)} documents, {chunks} chunks in {collection}")

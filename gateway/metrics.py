@@ -108,6 +108,25 @@ class GatewayMetrics:
             ["model"],
             registry=r,
         )
+        self.search_latency = Histogram(
+            "tuneloop_retrieval_search_seconds",
+            "Retrieval search time, query embedding included.",
+            ["collection"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+            registry=r,
+        )
+        self.ingested_chunks = Counter(
+            "tuneloop_retrieval_ingested_chunks",
+            "Chunks written by ingests.",
+            ["collection"],
+            registry=r,
+        )
+        self.collection_chunks = Gauge(
+            "tuneloop_retrieval_collection_chunks",
+            "Chunks a collection holds.",
+            ["collection"],
+            registry=r,
+        )
         self.alias_flip = Histogram(
             "tuneloop_alias_flip_seconds",
             "From an alias's targets being loaded to requests routing to them (registry write "

@@ -9,9 +9,11 @@ thread, real HTTP) in front of that same vLLM server.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,22 @@ from adapters.base_model import prepare_base_model
 from gateway.engine import free_port
 from gateway.settings import Settings
 from tests.helpers import EXAMPLE_DATA, ROOT, http_ok, wait_until
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep the developer's data dir out of the tests: only the prepared model is shared.
+
+    Every ``Settings()`` made during the session sees a throwaway data dir (database, indexes,
+    adapters, logs) and the model that ``make test`` prepared where the developer's settings
+    say.
+    """
+    model = Settings().base_model_path
+    os.environ["TUNELOOP_MODEL_PATH"] = str(model)
+    os.environ["TUNELOOP_DATA_DIR"] = tempfile.mkdtemp(prefix="tuneloop-tests-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ.get("TUNELOOP_DATA_DIR", ""), ignore_errors=True)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.collections.protocol import RetrievalOptions
+
 
 class OpenAIBaseModel(BaseModel):
     """Base of every wire model: unknown fields are kept and forwarded."""
@@ -54,6 +56,13 @@ class GenerationRequest(OpenAIBaseModel):
         description="tuneloop extension: with a JSON response_format, 'strict' answers 422 "
         "when the output stays invalid; 'report' returns it with the validation result in "
         "'tuneloop_validation'. Not forwarded upstream.",
+    )
+
+    retrieval: RetrievalOptions | None = Field(
+        default=None,
+        description="tuneloop extension (chat): search a collection with the last user message "
+        "and put the numbered sources in a system message; 'citations' come back. Not "
+        "forwarded upstream.",
     )
 
     @property

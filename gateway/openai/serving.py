@@ -6,13 +6,14 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from gateway.context import RequestContext
 from gateway.exceptions import GatewayError, InvalidRequest, ModelNotFound, NoReadyUpstream
 from gateway.metrics import GatewayMetrics
+from gateway.openai.grounding import Retriever, attach_citations, citations, ground, query_of
 from gateway.openai.json_guard import JsonSpec, parse_response_format
 from gateway.openai.json_retry import complete_json
 from gateway.openai.protocol import (
@@ -79,12 +80,14 @@ class OpenAIServing:
         metrics: GatewayMetrics,
         *,
         resolver: Resolver | None = None,
+        retriever: Retriever | None = None,
         json_options: JsonOptions | None = None,
         access_log: bool = True,
     ):
         self._pool = pool
         self._metrics = metrics
         self._resolver = resolver
+        self._retriever = retriever
         self._json = json_options or JsonOptions()
         self._access_log = access_log
 
@@ -124,7 +127,8 @@ class OpenAIServing:
         try:
             request = parse_request(model_cls, body)
             route = await self._route(request, ctx)
-            result = await self._forward(endpoint, request, ctx, path, route)
+            cited = await self._ground(request)
+            result = await self._forward(endpoint, request, ctx, path, route, cited)
             handed_to_stream = isinstance(result, StreamResult)
             return result
         except GatewayError as exc:
@@ -150,6 +154,18 @@ class OpenAIServing:
         request.model = route.served_name
         return route
 
+    async def _ground(self, request: GenerationRequest) -> list[dict[str, Any]] | None:
+        """With ``retrieval`` in a chat request: search, add the sources, return citations."""
+        if request.retrieval is None:
+            return None
+        if not isinstance(request, ChatCompletionRequest):
+            raise InvalidRequest("retrieval works with chat completions", param="retrieval")
+        if self._retriever is None:
+            raise InvalidRequest("retrieval is not enabled on this gateway", param="retrieval")
+        hits = await self._retriever.retrieve(request.retrieval, query_of(request.messages))
+        request.messages = ground(request.messages, hits)
+        return citations(hits)
+
     def _json_spec(self, request: GenerationRequest, route: Route | None) -> JsonSpec | None:
         """The request's JSON response_format, else the alias's bound one, else none."""
         value = request.response_format
@@ -160,7 +176,7 @@ class OpenAIServing:
     @staticmethod
     def _payload(request: GenerationRequest, spec: JsonSpec | None, *, guided: bool) -> bytes:
         """The body vLLM gets: our extensions dropped, the JSON format guided or not."""
-        exclude = {"json_validation"}
+        exclude = {"json_validation", "retrieval"}
         if spec is not None and guided:
             request = request.model_copy(update={"response_format": spec.response_format})
         elif spec is not None:
@@ -174,6 +190,7 @@ class OpenAIServing:
         ctx: RequestContext,
         path: str,
         route: Route | None,
+        cited: list[dict[str, Any]] | None,
     ) -> ServingResult:
         ctx.stream = request.stream
         ctx.proxied = True
@@ -187,10 +204,13 @@ class OpenAIServing:
             status, content = await complete_json(
                 send, request, spec, ctx, max_retries=self._json.max_retries
             )
-            return JSONResult(status, content)
-        if not request.stream:
+        elif not request.stream:
             payload = self._payload(request, spec, guided=True)
-            return JSONResult(*await self._complete(path, payload, request.model, ctx))
+            status, content = await self._complete(path, payload, request.model, ctx)
+        if not request.stream:
+            if cited is not None and status == 200:
+                content = attach_citations(content, cited)
+            return JSONResult(status, content)
 
         strip_usage = not request.wants_usage_in_stream
         if strip_usage:
@@ -215,6 +235,7 @@ class OpenAIServing:
             json_check=JsonStreamCheck(spec, strict=request.json_validation == "strict")
             if spec is not None
             else None,
+            first_chunk_extra={"citations": cited} if cited is not None else None,
         )
         return StreamResult(relay)
 

@@ -77,11 +77,13 @@ class StreamRelay:
         strip_usage: bool,
         on_close: Callable[[RequestContext], Awaitable[None] | None],
         json_check: JsonStreamCheck | None = None,
+        first_chunk_extra: dict[str, Any] | None = None,
     ) -> None:
         self._call = call
         self._ctx = ctx
         self._strip_usage = strip_usage
         self._json_check = json_check
+        self._first_extra = first_chunk_extra
         self._on_close = on_close
         self._closed = False
         self._saw_done = False
@@ -120,6 +122,8 @@ class StreamRelay:
                     ctx.status = error.status_code
                     return sse_error(error) + event
             return event
+        if self._first_extra is not None and event.startswith(b"data:"):
+            event = self._decorate(event)
         if b'"usage"' not in event and self._json_check is None:
             return event
         try:
@@ -137,6 +141,18 @@ class StreamRelay:
             if self._strip_usage and not chunk.get("choices"):
                 return None
         return event
+
+    def _decorate(self, event: bytes) -> bytes:
+        """Add the extension fields (citations) to the first data chunk, once."""
+        extra, self._first_extra = self._first_extra, None
+        try:
+            chunk = json.loads(event.removeprefix(b"data:"))
+        except ValueError:
+            return event
+        if not isinstance(chunk, dict):
+            return event
+        chunk.update(extra or {})
+        return b"data: " + json.dumps(chunk).encode() + _SEPARATOR
 
     async def aclose(self) -> None:
         if self._closed:

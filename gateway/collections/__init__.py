@@ -1,0 +1,1 @@
+"""The retrieval API surface: collections, documents, search, and retrieval for chat."""
