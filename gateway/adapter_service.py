@@ -62,6 +62,7 @@ class AdapterService:
         self._unloaded: set[str] = set()  # ready versions deliberately not on the replicas
         self._last_used: dict[str, float] = {}  # served name -> monotonic time of last request
         self._tasks: set[asyncio.Task[None]] = set()
+        self._reconciling: set[str] = set()  # replica URLs being reconciled now
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -76,7 +77,7 @@ class AdapterService:
             self._router.set_alias(alias.name, alias.targets, alias.response_format)
         aliased = self._router.aliased()
         self._unloaded = set(self._paths) - aliased
-        self._pool.on_ready = self._on_replica_ready
+        self._pool.on_healthy = self._on_replica_healthy
         for replica in self._pool.replicas:
             if replica.ready:
                 await self._reconcile(replica)
@@ -91,11 +92,22 @@ class AdapterService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _on_replica_ready(self, replica: Replica) -> None:
-        self._spawn(self._reconcile(replica), f"reconcile {replica.url}")
+    def _on_replica_healthy(self, replica: Replica) -> None:
+        """A health check passed: if the replica lacks a loaded version, give it back."""
+        if replica.url in self._reconciling:
+            return
+        if any(name not in self._unloaded and not replica.serves(name) for name in self._paths):
+            self._reconciling.add(replica.url)
+            self._spawn(self._reconcile(replica), f"reconcile {replica.url}")
 
     async def _reconcile(self, replica: Replica) -> None:
-        """A replica (re)joined: give it every loaded version it lacks."""
+        """Give ``replica`` every loaded version it lacks (it joined, or vLLM restarted)."""
+        try:
+            await self._reconcile_once(replica)
+        finally:
+            self._reconciling.discard(replica.url)
+
+    async def _reconcile_once(self, replica: Replica) -> None:
         for served_name, path in list(self._paths.items()):
             if served_name in self._unloaded or replica.serves(served_name):
                 continue

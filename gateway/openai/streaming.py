@@ -26,6 +26,15 @@ DONE = b"data: [DONE]\n\n"
 _SEPARATOR = b"\n\n"
 
 
+def _parse(event: bytes) -> dict[str, Any] | None:
+    """The JSON object of a ``data:`` event, or ``None`` when it is not one."""
+    try:
+        chunk = json.loads(event.removeprefix(b"data:"))
+    except ValueError:
+        return None
+    return chunk if isinstance(chunk, dict) else None
+
+
 def sse_error(error: GatewayError) -> bytes:
     body = ErrorResponse(
         error=ErrorInfo(message=error.message, type=error.error_type, code=error.code)
@@ -126,11 +135,8 @@ class StreamRelay:
             event = self._decorate(event)
         if b'"usage"' not in event and self._json_check is None:
             return event
-        try:
-            chunk = json.loads(event.removeprefix(b"data:"))
-        except ValueError:
-            return event
-        if not isinstance(chunk, dict):
+        chunk = _parse(event)
+        if chunk is None:
             return event
         if self._json_check is not None:
             self._json_check.feed(chunk)
@@ -145,11 +151,8 @@ class StreamRelay:
     def _decorate(self, event: bytes) -> bytes:
         """Add the extension fields (citations) to the first data chunk, once."""
         extra, self._first_extra = self._first_extra, None
-        try:
-            chunk = json.loads(event.removeprefix(b"data:"))
-        except ValueError:
-            return event
-        if not isinstance(chunk, dict):
+        chunk = _parse(event)
+        if chunk is None:
             return event
         chunk.update(extra or {})
         return b"data: " + json.dumps(chunk).encode() + _SEPARATOR

@@ -41,6 +41,9 @@ class Replica:
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_error: str | None = None
     checked_at: float = 0.0
+    # Loads/unloads the gateway made itself: name -> (when, card or None for unloaded). A
+    # health check that began before one of them must not undo it with a stale listing.
+    noted: dict[str, tuple[float, dict[str, Any] | None]] = field(default_factory=dict)
 
     def serves(self, model: str) -> bool:
         return model in self.models
@@ -67,9 +70,9 @@ class UpstreamPool:
         self._health_timeout = health_timeout
         self._rotation = itertools.count()
         self._task: asyncio.Task[None] | None = None
-        # Called when a replica becomes ready (at start or after an outage): the adapter
-        # service reloads its adapters there.
-        self.on_ready: Callable[[Replica], None] | None = None
+        # Called after every passing health check, with the replica's fresh model list: the
+        # adapter service reloads there any adapter it lacks (a restarted vLLM has none).
+        self.on_healthy: Callable[[Replica], None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -96,6 +99,7 @@ class UpstreamPool:
 
     async def _check(self, replica: Replica) -> None:
         timeout = aiohttp.ClientTimeout(total=self._health_timeout)
+        began = time.monotonic()
         try:
             async with self._client.get(f"{replica.url}/health", timeout=timeout) as health:
                 health.raise_for_status()
@@ -106,6 +110,13 @@ class UpstreamPool:
         except (TimeoutError, aiohttp.ClientError, ValueError, AttributeError) as exc:
             self._set_down(replica, f"{type(exc).__name__}: {exc}", kind="health")
             return
+        for name, (at, card) in list(replica.noted.items()):
+            if at < began:
+                del replica.noted[name]  # the listing already reflects it
+            elif card is None:
+                models.pop(name, None)
+            else:
+                models[name] = card
         replica.models = models
         replica.checked_at = time.monotonic()
         replica.last_error = None
@@ -113,8 +124,8 @@ class UpstreamPool:
         if not replica.ready:
             logger.info("event=upstream_ready upstream=%s models=%s", replica.url, ",".join(models))
             replica.ready = True
-            if self.on_ready is not None:
-                self.on_ready(replica)
+        if self.on_healthy is not None:
+            self.on_healthy(replica)
 
     def _set_down(self, replica: Replica, reason: str, *, kind: str) -> None:
         self._metrics.upstream_errors.labels(replica.url, kind).inc()
@@ -132,10 +143,13 @@ class UpstreamPool:
 
     def note_loaded(self, replica: Replica, served_name: str, *, parent: str) -> None:
         """An adapter was loaded there: route to it before the next health check says so."""
-        replica.models[served_name] = {"id": served_name, "object": "model", "parent": parent}
+        card = {"id": served_name, "object": "model", "parent": parent}
+        replica.models[served_name] = card
+        replica.noted[served_name] = (time.monotonic(), card)
 
     def note_unloaded(self, replica: Replica, served_name: str) -> None:
         replica.models.pop(served_name, None)
+        replica.noted[served_name] = (time.monotonic(), None)
 
     # --- queries -----------------------------------------------------------------------------
     @property

@@ -39,6 +39,11 @@ class Admin:
     def client(self) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key="x", max_retries=0)
 
+    def register(self, name: str, folder: Path) -> dict:
+        response = self.call("POST", "/admin/adapters", json={"name": name, "path": folder.name})
+        assert response.status_code == 201, response.text
+        return response.json()
+
     def events(self, subject: str | None = None) -> list[dict]:
         query = f"?subject={subject}" if subject else ""
         return self.call("GET", f"/admin/events{query}").json()["data"]
@@ -59,11 +64,7 @@ def admin(
     with running_gateway(settings_for(engine_url, adapter_root, db)) as url:
         admin = Admin(url, db)
         for label in ("v1", "v2"):
-            response = admin.call(
-                "POST", "/admin/adapters",
-                json={"name": "extract", "path": trained_adapters[label].name},
-            )  # fmt: skip
-            assert response.status_code == 201, response.text
+            admin.register("extract", trained_adapters[label])
         yield admin
 
 
@@ -275,13 +276,18 @@ def test_capacity_unloads_idle_versions_and_calls_reload_them(
     with running_gateway(settings) as url:
         admin = Admin(url, tmp_path / "cap.db")
         for label in ("v1", "v2"):
-            response = admin.call(
-                "POST", "/admin/adapters",
-                json={"name": "cap", "path": trained_adapters[label].name},
-            )  # fmt: skip
-            assert response.status_code == 201, response.text
+            admin.register("cap", trained_adapters[label])
         wait_until(lambda: "cap@v1" not in engine_models(engine_url), 30, "idle v1 unloaded")
         assert "cap@v2" in engine_models(engine_url)
         # Called by name, an unloaded version is loaded again on demand.
         assert ask(admin.client(), "cap@v1") == "cap@v1"
         wait_until(lambda: "cap@v2" not in engine_models(engine_url), 30, "idle v2 unloaded")
+
+
+def test_a_replica_that_lost_an_adapter_gets_it_back(admin: Admin, engine_url: str) -> None:
+    """As after a quick vLLM restart the health checks never saw: the next check reloads it."""
+    target = next(iter(admin.call("GET", "/admin/aliases").json()["data"][0]["targets"]))
+    httpx.post(f"{engine_url}/v1/unload_lora_adapter", json={"lora_name": target})
+    assert target not in engine_models(engine_url)
+    wait_until(lambda: target in engine_models(engine_url), 30, "the adapter reloaded")
+    assert ask(admin.client(), "extract") == target
