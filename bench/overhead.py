@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gateway.engine import free_port  # noqa: E402
+from gateway.settings import Settings  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
@@ -100,10 +101,15 @@ def run_wrk(url: str, *, connections: int, seconds: int, script: Path) -> dict[s
 
 
 def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    # A throwaway data dir (database, logs): the benchmark leaves the user's alone.
+    isolated = {
+        "TUNELOOP_DATA_DIR": tempfile.mkdtemp(prefix="tuneloop-bench-"),
+        "TUNELOOP_MODEL_PATH": str(Settings().base_model_path),
+    }
     return subprocess.Popen(
         args,
         cwd=ROOT,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **isolated, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gateway.engine import free_port  # noqa: E402
+from gateway.settings import Settings  # noqa: E402
 
 TOKEN = "bench-admin-token-0123456789"
 ADMIN = {"authorization": f"Bearer {TOKEN}"}
@@ -121,7 +122,8 @@ def main() -> None:
         port = free_port()
         env = {**os.environ, "TUNELOOP_PORT": str(port), "TUNELOOP_ADMIN_TOKEN": TOKEN,
                "TUNELOOP_ADAPTER_ROOT": "/", "TUNELOOP_DATABASE_URL": f"sqlite:///{tmp}/b.db",
-               "TUNELOOP_ACCESS_LOG": "false"}  # fmt: skip
+               "TUNELOOP_ACCESS_LOG": "false", "TUNELOOP_DATA_DIR": tmp,
+               "TUNELOOP_MODEL_PATH": str(Settings().base_model_path)}  # fmt: skip
         serve = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], cwd=ROOT, env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         url = f"http://127.0.0.1:{port}"

@@ -10,14 +10,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from gateway.context import RequestContext
 from gateway.openai.serving import OpenAIServing
-from gateway.settings import Settings
 from gateway.upstream.pool import UpstreamPool
-
-
-async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
 
 
 async def get_pool(request: Request) -> UpstreamPool:
@@ -28,11 +22,5 @@ async def get_serving(request: Request) -> OpenAIServing:
     return request.app.state.serving
 
 
-async def get_context(request: Request) -> RequestContext:
-    return request.state.ctx
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 PoolDep = Annotated[UpstreamPool, Depends(get_pool)]
 ServingDep = Annotated[OpenAIServing, Depends(get_serving)]
-ContextDep = Annotated[RequestContext, Depends(get_context)]
