@@ -67,6 +67,7 @@ class AliasRecord(BaseModel):
     targets: dict[str, int]
     previous_targets: dict[str, int] | None
     response_format: dict[str, Any] | None = None
+    retrieval: dict[str, Any] | None = None
     updated_at: datetime
 
 
@@ -195,10 +196,11 @@ class Registry:
         targets: dict[str, int],
         *,
         response_format: dict[str, Any] | None = None,
+        retrieval: dict[str, Any] | None = None,
     ) -> AliasRecord:
         """Point ``alias`` at ``targets`` (served name -> weight), remembering the old ones.
 
-        ``response_format`` binds a default JSON format to the alias (``None`` clears it).
+        ``response_format`` and ``retrieval`` bind defaults to the alias (``None`` clears one).
         """
         check_name("alias", alias)
         check_weights(targets)
@@ -214,6 +216,7 @@ class Registry:
                 current is not None
                 and current.targets == targets
                 and current.response_format == response_format
+                and current.retrieval == retrieval
             ):
                 return AliasRecord.model_validate(current)  # idempotent: keeps the previous
             if current is None:
@@ -227,9 +230,10 @@ class Registry:
             else:
                 previous = current.previous_targets
             current.response_format = response_format
+            current.retrieval = retrieval
             self._event(
                 session, "alias_set", alias, targets=targets, previous=previous,
-                response_format=response_format,
+                response_format=response_format, retrieval=retrieval,
             )  # fmt: skip
             session.flush()
             return AliasRecord.model_validate(current)

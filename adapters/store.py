@@ -51,6 +51,8 @@ class AliasRow(Base):
     previous_targets: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
     # An OpenAI response_format every request through the alias gets unless it sends its own.
     response_format: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Retrieval options (collection, top_k, filter) chat requests through the alias get.
+    retrieval: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )

@@ -24,7 +24,7 @@ from adapters.validation import validate_adapter_dir
 from gateway.exceptions import NoReadyUpstream, UpstreamError
 from gateway.metrics import GatewayMetrics
 from gateway.openai.json_guard import parse_response_format
-from gateway.routing import ModelRouter, Route
+from gateway.routing import AliasDefaults, ModelRouter, Route
 from gateway.settings import Settings
 from gateway.upstream.pool import Replica, UpstreamPool
 
@@ -74,7 +74,7 @@ class AdapterService:
                 self._paths[record.served_name] = record.path
                 self._router.add_version(record.served_name)
         for alias in aliases:
-            self._router.set_alias(alias.name, alias.targets, alias.response_format)
+            self._router.set_alias(alias.name, alias.targets, _defaults(alias))
         aliased = self._router.aliased()
         self._unloaded = set(self._paths) - aliased
         self._pool.on_healthy = self._on_replica_healthy
@@ -208,6 +208,7 @@ class AdapterService:
         targets: dict[str, int],
         *,
         response_format: dict[str, Any] | None = None,
+        retrieval: dict[str, Any] | None = None,
     ) -> AliasRecord:
         """Point ``alias`` at ``targets`` once they are loaded; retire what it no longer uses."""
         # A bound format must be one requests could send: same checks, same 400s.
@@ -224,7 +225,11 @@ class AdapterService:
             await self.ensure_loaded(served_name)
         loaded_at = time.perf_counter()
         record = await asyncio.to_thread(
-            self.registry.set_alias, alias, targets, response_format=response_format
+            self.registry.set_alias,
+            alias,
+            targets,
+            response_format=response_format,
+            retrieval=retrieval,
         )
         self._flip(alias, record, since=loaded_at)
         return record
@@ -254,7 +259,7 @@ class AdapterService:
     def _flip(self, alias: str, record: AliasRecord, *, since: float) -> None:
         old = self._router.aliases.get(alias, set())
         targets = record.targets
-        self._router.set_alias(alias, targets, record.response_format)  # the atomic swap
+        self._router.set_alias(alias, targets, _defaults(record))  # the atomic swap
         if old == set(targets) and len(old) == 1:
             return  # same target (a repeated PUT, or only the bound format changed)
         self._metrics.alias_flip.observe(time.perf_counter() - since)
@@ -364,3 +369,7 @@ class AdapterService:
         idle.sort(key=lambda name: self._last_used.get(name, 0.0))
         for served_name in idle[:excess]:
             await self._drain_and_unload(served_name)
+
+
+def _defaults(alias: AliasRecord) -> AliasDefaults:
+    return AliasDefaults(response_format=alias.response_format, retrieval=alias.retrieval)

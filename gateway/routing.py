@@ -17,12 +17,23 @@ from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
+class AliasDefaults:
+    """What an alias adds to requests that do not say otherwise."""
+
+    response_format: dict[str, Any] | None = None
+    retrieval: dict[str, Any] | None = None
+
+
+NO_DEFAULTS = AliasDefaults()
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """``served_name`` goes to vLLM; ``alias`` is what the client called, if an alias."""
 
     served_name: str
     alias: str | None = None
-    response_format: dict[str, Any] | None = None  # bound to the alias, if any
+    defaults: AliasDefaults = NO_DEFAULTS
 
 
 class Resolver(Protocol):
@@ -74,24 +85,21 @@ class ModelRouter:
 
     def __init__(self) -> None:
         self._aliases: dict[str, Split] = {}
-        self._formats: dict[str, dict[str, Any]] = {}
+        self._defaults: dict[str, AliasDefaults] = {}
         self._versions: set[str] = set()
         self._in_flight: defaultdict[str, int] = defaultdict(int)
         self._drained: dict[str, asyncio.Event] = {}
 
     # --- table -------------------------------------------------------------------------------
     def set_alias(
-        self, alias: str, weights: dict[str, int], response_format: dict[str, Any] | None = None
+        self, alias: str, weights: dict[str, int], defaults: AliasDefaults = NO_DEFAULTS
     ) -> None:
-        if response_format is None:
-            self._formats.pop(alias, None)
-        else:
-            self._formats[alias] = response_format
+        self._defaults[alias] = defaults
         self._aliases[alias] = Split.of(weights)
 
     def remove_alias(self, alias: str) -> None:
         self._aliases.pop(alias, None)
-        self._formats.pop(alias, None)
+        self._defaults.pop(alias, None)
 
     def add_version(self, served_name: str) -> None:
         self._versions.add(served_name)
@@ -116,7 +124,8 @@ class ModelRouter:
         """The route for ``model`` if it is an alias or a known version, else ``None``."""
         split = self._aliases.get(model)
         if split is not None:
-            return Route(split.pick(user), alias=model, response_format=self._formats.get(model))
+            defaults = self._defaults.get(model, NO_DEFAULTS)
+            return Route(split.pick(user), alias=model, defaults=defaults)
         if model in self._versions:
             return Route(model)
         return None

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.registry import AdapterRecord, AliasRecord, EventRecord
+from gateway.collections.protocol import RetrievalOptions
 
 
 class AdminModel(BaseModel):
@@ -27,6 +28,11 @@ class AliasRequest(AdminModel):
         default=None,
         description="OpenAI response_format bound to the alias: requests that send none get "
         "it, validated (json_object or json_schema).",
+    )
+    retrieval: RetrievalOptions | None = Field(
+        default=None,
+        description="Retrieval bound to the alias: chat requests that send no 'retrieval' "
+        "search this collection and get citations.",
     )
 
 

@@ -54,7 +54,10 @@ class AdminServing:
     async def set_alias(self, alias: str, request: AliasRequest) -> AliasRecord:
         with api_errors():
             return await self._adapters.set_alias(
-                alias, request.targets, response_format=request.response_format
+                alias,
+                request.targets,
+                response_format=request.response_format,
+                retrieval=request.retrieval.model_dump() if request.retrieval else None,
             )
 
     async def list_aliases(self) -> AliasList:

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from gateway.collections.protocol import RetrievalOptions
 from gateway.context import RequestContext
 from gateway.exceptions import GatewayError, InvalidRequest, ModelNotFound, NoReadyUpstream
 from gateway.metrics import GatewayMetrics
@@ -127,7 +128,7 @@ class OpenAIServing:
         try:
             request = parse_request(model_cls, body)
             route = await self._route(request, ctx)
-            cited = await self._ground(request)
+            cited = await self._ground(request, route)
             result = await self._forward(endpoint, request, ctx, path, route, cited)
             handed_to_stream = isinstance(result, StreamResult)
             return result
@@ -154,8 +155,15 @@ class OpenAIServing:
         request.model = route.served_name
         return route
 
-    async def _ground(self, request: GenerationRequest) -> list[dict[str, Any]] | None:
-        """With ``retrieval`` in a chat request: search, add the sources, return citations."""
+    async def _ground(
+        self, request: GenerationRequest, route: Route | None
+    ) -> list[dict[str, Any]] | None:
+        """With ``retrieval`` in a chat request (or bound to its alias): search, add the
+        sources, return citations."""
+        if request.retrieval is None and route is not None and route.defaults.retrieval:
+            if not isinstance(request, ChatCompletionRequest):
+                return None  # an alias's retrieval applies to chat only
+            request.retrieval = RetrievalOptions.model_validate(route.defaults.retrieval)
         if request.retrieval is None:
             return None
         if not isinstance(request, ChatCompletionRequest):
@@ -170,7 +178,7 @@ class OpenAIServing:
         """The request's JSON response_format, else the alias's bound one, else none."""
         value = request.response_format
         if value is None and route is not None:
-            value = route.response_format
+            value = route.defaults.response_format
         return parse_response_format(value, max_schema_bytes=self._json.max_schema_bytes)
 
     @staticmethod

@@ -12,7 +12,7 @@ from adapters.store import Base as AdapterTables
 from gateway.db import SchemaTooOld, add_missing_columns, create_db_engine
 
 
-def test_an_older_aliases_table_gains_its_new_column(tmp_path: Path) -> None:
+def test_an_older_aliases_table_gains_its_new_columns(tmp_path: Path) -> None:
     engine = create_db_engine(f"sqlite:///{tmp_path / 'old.db'}")
     with engine.begin() as connection:
         connection.exec_driver_sql(
@@ -23,8 +23,11 @@ def test_an_older_aliases_table_gains_its_new_column(tmp_path: Path) -> None:
             "INSERT INTO aliases VALUES "
             """('extract', '{"extract@v1": 100}', NULL, '2026-01-01 00:00:00')"""
         )
-    assert add_missing_columns(engine, AdapterTables.metadata) == ["aliases.response_format"]
-    assert "response_format" in {c["name"] for c in inspect(engine).get_columns("aliases")}
+    added = add_missing_columns(engine, AdapterTables.metadata)
+    assert added == ["aliases.response_format", "aliases.retrieval"]
+    assert {"response_format", "retrieval"} <= {
+        c["name"] for c in inspect(engine).get_columns("aliases")
+    }
     assert Registry(engine).aliases()[0].targets == {"extract@v1": 100}, "rows are kept"
     assert add_missing_columns(engine, AdapterTables.metadata) == [], "idempotent"
 

@@ -111,6 +111,18 @@ def test_adapter_retrieval_and_system_prompt_in_one_request(
     assert reply.model_extra["citations"][0]["doc_id"] == "hotline"
     assert "Oslo" in reply.choices[0].message.content
 
+    # The same, with retrieval bound to an alias: the client sends nothing extra.
+    bound = httpx.put(
+        f"{gateway}/admin/aliases/helpdesk", headers=ADMIN, timeout=120,
+        json={"targets": {"ragger@v1": 100}, "retrieval": {"collection": "kb", "top_k": 1}},
+    )  # fmt: skip
+    assert bound.status_code == 200 and bound.json()["retrieval"]["collection"] == "kb"
+    via_alias = client(gateway).chat.completions.create(
+        model="helpdesk", messages=messages, max_tokens=24, temperature=0
+    )
+    assert via_alias.model == "ragger@v1"
+    assert via_alias.model_extra["citations"][0]["doc_id"] == "hotline"
+
 
 def test_delete_then_restart_then_corruption(gateway: str, settings: Settings) -> None:
     gone = httpx.delete(f"{gateway}/admin/collections/kb/documents/hotline", headers=ADMIN)
