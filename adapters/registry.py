@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from adapters.store import AdapterVersionRow, AliasRow, Base, EventRow
@@ -120,6 +121,21 @@ class Registry:
     ) -> AdapterRecord:
         """Record the next version of ``name`` for the validated folder ``info``."""
         check_name("adapter", name)
+        try:
+            return self._register(name, info, dataset_hash=dataset_hash, metrics=metrics)
+        except IntegrityError as exc:  # another gateway on the same database took the number
+            raise InUse(
+                "version_conflict", f"another registration of {name} took the same version; retry"
+            ) from exc
+
+    def _register(
+        self,
+        name: str,
+        info: AdapterInfo,
+        *,
+        dataset_hash: str | None,
+        metrics: dict[str, Any] | None,
+    ) -> AdapterRecord:
         with self._sessions.begin() as session:
             last = session.scalar(
                 select(func.max(AdapterVersionRow.version)).where(AdapterVersionRow.name == name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
@@ -62,12 +63,19 @@ def parse_response_format(value: object, *, max_schema_bytes: int) -> JsonSpec |
             "response_format.json_schema.schema must be a JSON Schema object",
             param="response_format.json_schema.schema",
         )
-    size = len(json.dumps(schema))
-    if size > max_schema_bytes:
+    canonical = json.dumps(schema, sort_keys=True)
+    if len(canonical) > max_schema_bytes:
         raise InvalidRequest(
-            f"JSON schema of {size} bytes exceeds the {max_schema_bytes}-byte limit",
+            f"JSON schema of {len(canonical)} bytes exceeds the {max_schema_bytes}-byte limit",
             param="response_format.json_schema.schema",
         )
+    return JsonSpec(kind="json_schema", response_format=value, validator=_validator(canonical))
+
+
+@lru_cache(maxsize=256)
+def _validator(canonical_schema: str) -> Draft202012Validator:
+    """Check and compile a schema once: clients and aliases send the same few again and again."""
+    schema = json.loads(canonical_schema)
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
@@ -76,9 +84,7 @@ def parse_response_format(value: object, *, max_schema_bytes: int) -> JsonSpec |
             f"invalid JSON schema at {where}: {exc.message}",
             param="response_format.json_schema.schema",
         ) from exc
-    return JsonSpec(
-        kind="json_schema", response_format=value, validator=Draft202012Validator(schema)
-    )
+    return Draft202012Validator(schema)
 
 
 def violations(spec: JsonSpec, text: str | None, *, truncated: bool = False) -> list[str]:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from sqlalchemy import literal
 
+from adapters import registry as registry_module
 from adapters.registry import InUse, NotFound, Registry, RegistryError
 from adapters.validation import AdapterInfo
 from gateway.db import create_db_engine
@@ -70,3 +73,19 @@ def test_delete_refused_while_an_alias_points_at_it(registry: Registry, tmp_path
     with pytest.raises(InUse, match="alias extract"):
         registry.delete("extract@v1")
     assert registry.get("extract@v1").status == "registered"
+
+
+def test_two_registries_racing_for_a_version_get_a_clear_conflict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two gateways on one database: the loser of a version number is told, nothing half-done."""
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'shared.db'}")
+    first, second = Registry(engine), Registry(engine)
+    first.register("extract", info(tmp_path))
+    # The race: the second read the last version before the first committed (it saw none).
+    monkeypatch.setattr(registry_module, "func", SimpleNamespace(max=lambda _column: literal(0)))
+    with pytest.raises(InUse) as caught:
+        second.register("extract", info(tmp_path))
+    assert caught.value.reason == "version_conflict"
+    assert [a.served_name for a in first.adapters()] == ["extract@v1"]
+    assert [e.kind for e in first.events()] == ["adapter_registered"], "no event for the loser"
