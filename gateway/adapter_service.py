@@ -221,27 +221,30 @@ class AdapterService:
             if served_name not in self._paths:
                 await asyncio.to_thread(self.registry.get, served_name)  # 404 if unknown
                 raise RegistryError("bad_targets", f"{served_name} is not a ready version")
-        for served_name in targets:
-            await self.ensure_loaded(served_name)
-        loaded_at = time.perf_counter()
-        record = await asyncio.to_thread(
-            self.registry.set_alias,
-            alias,
-            targets,
-            response_format=response_format,
-            retrieval=retrieval,
-        )
-        self._flip(alias, record, since=loaded_at)
+        # One change per alias at a time, so the database and the routing table agree.
+        async with self._locks[f"alias:{alias}"]:
+            for served_name in targets:
+                await self.ensure_loaded(served_name)
+            loaded_at = time.perf_counter()
+            record = await asyncio.to_thread(
+                self.registry.set_alias,
+                alias,
+                targets,
+                response_format=response_format,
+                retrieval=retrieval,
+            )
+            self._flip(alias, record, since=loaded_at)
         return record
 
     async def rollback(self, alias: str) -> AliasRecord:
-        current = self._router.aliases.get(alias, set())
-        for served_name in await asyncio.to_thread(self._previous_targets, alias):
-            if served_name not in current:
-                await self.ensure_loaded(served_name)
-        loaded_at = time.perf_counter()
-        record = await asyncio.to_thread(self.registry.rollback_alias, alias)
-        self._flip(alias, record, since=loaded_at)
+        async with self._locks[f"alias:{alias}"]:
+            current = self._router.aliases.get(alias, set())
+            for served_name in await asyncio.to_thread(self._previous_targets, alias):
+                if served_name not in current:
+                    await self.ensure_loaded(served_name)
+            loaded_at = time.perf_counter()
+            record = await asyncio.to_thread(self.registry.rollback_alias, alias)
+            self._flip(alias, record, since=loaded_at)
         return record
 
     def _previous_targets(self, alias: str) -> list[str]:
@@ -251,9 +254,10 @@ class AdapterService:
         return []
 
     async def delete_alias(self, alias: str) -> None:
-        await asyncio.to_thread(self.registry.delete_alias, alias)
-        old = self._router.aliases.get(alias, set())
-        self._router.remove_alias(alias)
+        async with self._locks[f"alias:{alias}"]:
+            await asyncio.to_thread(self.registry.delete_alias, alias)
+            old = self._router.aliases.get(alias, set())
+            self._router.remove_alias(alias)
         self._retire(old)
 
     def _flip(self, alias: str, record: AliasRecord, *, since: float) -> None:
