@@ -281,6 +281,13 @@ class Registry:
             session.flush()
             return AliasRecord.model_validate(current)
 
+    def alias(self, alias: str) -> AliasRecord:
+        with self._sessions() as session:
+            row = session.get(AliasRow, alias)
+            if row is None:
+                raise NotFound(f"alias {alias}")
+            return AliasRecord.model_validate(row)
+
     def aliases(self) -> list[AliasRecord]:
         with self._sessions() as session:
             rows = session.scalars(select(AliasRow).order_by(AliasRow.name))

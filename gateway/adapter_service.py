@@ -239,19 +239,14 @@ class AdapterService:
     async def rollback(self, alias: str) -> AliasRecord:
         async with self._locks[f"alias:{alias}"]:
             current = self._router.aliases.get(alias, set())
-            for served_name in await asyncio.to_thread(self._previous_targets, alias):
+            stored = await asyncio.to_thread(self.registry.alias, alias)  # 404 if unknown
+            for served_name in stored.previous_targets or {}:
                 if served_name not in current:
                     await self.ensure_loaded(served_name)
             loaded_at = time.perf_counter()
             record = await asyncio.to_thread(self.registry.rollback_alias, alias)
             self._flip(alias, record, since=loaded_at)
         return record
-
-    def _previous_targets(self, alias: str) -> list[str]:
-        for record in self.registry.aliases():
-            if record.name == alias:
-                return list(record.previous_targets or {})
-        return []
 
     async def delete_alias(self, alias: str) -> None:
         async with self._locks[f"alias:{alias}"]:

@@ -40,7 +40,6 @@ class Replica:
     in_flight: int = 0
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_error: str | None = None
-    checked_at: float = 0.0
     # Loads/unloads the gateway made itself: name -> (when, card or None for unloaded). A
     # health check that began before one of them must not undo it with a stale listing.
     noted: dict[str, tuple[float, dict[str, Any] | None]] = field(default_factory=dict)
@@ -118,7 +117,6 @@ class UpstreamPool:
             else:
                 models[name] = card
         replica.models = models
-        replica.checked_at = time.monotonic()
         replica.last_error = None
         self._metrics.upstream_ready.labels(replica.url).set(1)
         if not replica.ready:
