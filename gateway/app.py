@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import aiohttp
 from fastapi import FastAPI, Request
@@ -25,6 +25,7 @@ from gateway.exceptions import GatewayError, InvalidRequest
 from gateway.http import error_response, openai_error
 from gateway.metrics import GatewayMetrics
 from gateway.middleware import BearerAuthMiddleware, RequestContextMiddleware
+from gateway.observers import AccessObserver, Observers
 from gateway.openai import api_router as openai_router
 from gateway.openai.serving import JsonOptions, OpenAIServing
 from gateway.ops import api_router as ops_router
@@ -47,72 +48,17 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=settings.upstream_max_connections),
-            timeout=aiohttp.ClientTimeout(
-                total=None,
-                connect=settings.upstream_connect_timeout,
-                sock_read=settings.upstream_read_timeout,
-            ),
-            auto_decompress=False,
-        )
-        pool = UpstreamPool(
-            settings.upstreams,
-            client,
-            metrics=metrics,
-            health_interval=settings.health_interval,
-            health_timeout=settings.health_timeout,
-        )
-        await pool.start()
-        db = create_db_engine(settings.resolved_database_url)
-        for metadata in (AdapterTables.metadata, RetrievalTables.metadata):
-            if added := await asyncio.to_thread(add_missing_columns, db, metadata):
-                logger.info("event=schema_upgraded columns=%s", ",".join(added))
-        registry = await asyncio.to_thread(Registry, db)
-        adapters = AdapterService(
-            registry=registry,
-            pool=pool,
-            router=ModelRouter(),
-            session=client,
-            settings=settings,
-            metrics=metrics,
-        )
-        await adapters.start()
-        collections = Collections(
-            db, settings.data_dir / "indexes", Embedder(), dimension=EMBEDDING_DIMENSION
-        )
-        rebuilt = await asyncio.to_thread(collections.open_all)
-        if rebuilt:
-            logger.warning("event=indexes_rebuilt collections=%s", ",".join(rebuilt))
-        app.state.collections = CollectionsServing(collections, metrics)
-        await app.state.collections.refresh_sizes()
-        app.state.pool = pool
-        app.state.serving = OpenAIServing(
-            pool,
-            metrics,
-            resolver=adapters,
-            retriever=app.state.collections,
-            json_options=JsonOptions(
-                max_retries=settings.json_max_retries,
-                max_schema_bytes=settings.json_max_schema_bytes,
-            ),
-            access_log=settings.access_log,
-        )
-        app.state.admin = AdminServing(adapters)
-        logger.info(
-            "event=gateway_started upstreams=%s ready=%d auth=%s",
-            ",".join(settings.upstreams),
-            sum(r.ready for r in pool.replicas),
-            "on" if settings.api_keys else "off",
-        )
-        try:
+        # Everything opened here is closed in reverse order, also when a later step fails.
+        async with AsyncExitStack() as stack:
+            await _start(app, settings, metrics, stack)
+            logger.info(
+                "event=gateway_started upstreams=%s ready=%d auth=%s",
+                ",".join(settings.upstreams),
+                sum(r.ready for r in app.state.pool.replicas),
+                "on" if settings.api_keys else "off",
+            )
             yield
-        finally:
-            await adapters.close()
-            await pool.close()
-            await client.close()
-            db.dispose()
-            logger.info("event=gateway_stopped")
+        logger.info("event=gateway_stopped")
 
     app = FastAPI(
         title="tuneloop",
@@ -133,6 +79,69 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(ops_router.router)
     _install_error_handlers(app)
     return app
+
+
+async def _start(
+    app: FastAPI, settings: Settings, metrics: GatewayMetrics, stack: AsyncExitStack
+) -> None:
+    """Open every live object in order, registering its close on ``stack`` as it opens."""
+    client = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=settings.upstream_max_connections),
+        timeout=aiohttp.ClientTimeout(
+            total=None,
+            connect=settings.upstream_connect_timeout,
+            sock_read=settings.upstream_read_timeout,
+        ),
+        auto_decompress=False,
+    )
+    stack.push_async_callback(client.close)
+    pool = UpstreamPool(
+        settings.upstreams,
+        client,
+        metrics=metrics,
+        health_interval=settings.health_interval,
+        health_timeout=settings.health_timeout,
+    )
+    await pool.start()
+    stack.push_async_callback(pool.close)
+    db = create_db_engine(settings.resolved_database_url)
+    stack.callback(db.dispose)
+    for metadata in (AdapterTables.metadata, RetrievalTables.metadata):
+        if added := await asyncio.to_thread(add_missing_columns, db, metadata):
+            logger.info("event=schema_upgraded columns=%s", ",".join(added))
+    registry = await asyncio.to_thread(Registry, db)
+    adapters = AdapterService(
+        registry=registry,
+        pool=pool,
+        router=ModelRouter(),
+        session=client,
+        settings=settings,
+        metrics=metrics,
+    )
+    await adapters.start()
+    stack.push_async_callback(adapters.close)
+    embedder = Embedder()  # one model in memory, shared by retrieval and the rubric checks
+    collections = Collections(
+        db, settings.data_dir / "indexes", embedder, dimension=EMBEDDING_DIMENSION
+    )
+    rebuilt = await asyncio.to_thread(collections.open_all)
+    if rebuilt:
+        logger.warning("event=indexes_rebuilt collections=%s", ",".join(rebuilt))
+    app.state.collections = CollectionsServing(collections, metrics)
+    await app.state.collections.refresh_sizes()
+    app.state.pool = pool
+    app.state.serving = OpenAIServing(
+        pool,
+        metrics,
+        resolver=adapters,
+        retriever=app.state.collections,
+        json_options=JsonOptions(
+            max_retries=settings.json_max_retries,
+            max_schema_bytes=settings.json_max_schema_bytes,
+        ),
+        observers=Observers(AccessObserver(metrics, access_log=settings.access_log)),
+    )
+    app.state.admin = AdminServing(adapters)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -39,6 +39,7 @@ class RequestContext:
     json_repairs: int = 0
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    internal: bool = False  # made by the gateway itself (a judge call): not a client's request
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start

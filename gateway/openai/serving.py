@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pydantic import ValidationError
 
@@ -14,6 +14,7 @@ from gateway.collections.protocol import RetrievalOptions
 from gateway.context import RequestContext
 from gateway.exceptions import GatewayError, InvalidRequest, ModelNotFound, NoReadyUpstream
 from gateway.metrics import GatewayMetrics
+from gateway.observers import AccessObserver, Capture, FinishedRequest, Observers
 from gateway.openai.grounding import Retriever, attach_citations, citations, ground, query_of
 from gateway.openai.json_guard import JsonSpec, parse_response_format
 from gateway.openai.json_retry import complete_json
@@ -28,11 +29,13 @@ from gateway.openai.protocol import (
 from gateway.openai.streaming import JsonStreamCheck, StreamRelay
 from gateway.routing import Resolver, Route
 from gateway.upstream.pool import UpstreamPool
-
-logger = logging.getLogger("tuneloop.access")
+from retrieval.collections import Hit
 
 RequestT = TypeVar("RequestT", bound=GenerationRequest)
 _FORWARD_HEADERS = {"content-type": "application/json"}
+
+# (what the client called, request id) -> sample this request? Decided right after routing.
+SampleDecision = Callable[[str, str], bool]
 
 
 @dataclass(slots=True)
@@ -83,14 +86,16 @@ class OpenAIServing:
         resolver: Resolver | None = None,
         retriever: Retriever | None = None,
         json_options: JsonOptions | None = None,
-        access_log: bool = True,
+        observers: Observers | None = None,
+        sample: SampleDecision | None = None,
     ):
         self._pool = pool
         self._metrics = metrics
         self._resolver = resolver
         self._retriever = retriever
         self._json = json_options or JsonOptions()
-        self._access_log = access_log
+        self._observers = observers or Observers(AccessObserver(metrics))
+        self._sample = sample
 
     # --- public ------------------------------------------------------------------------------
     async def create_chat_completion(self, body: bytes, ctx: RequestContext) -> ServingResult:
@@ -125,19 +130,38 @@ class OpenAIServing:
         self._metrics.in_flight_for(endpoint).inc()
         handed_to_stream = False
         route: Route | None = None
+        capture: Capture | None = None
         try:
             request = parse_request(model_cls, body)
             route = await self._route(request, ctx)
-            cited = await self._ground(request, route)
-            result = await self._forward(endpoint, request, ctx, path, route, cited)
+            capture = self._capture(request, ctx)
+            hits = await self._ground(request, route)
+            if capture is not None and hits:
+                capture.retrieved = [
+                    {"id": h.chunk_id, "doc_id": h.doc_id, "text": h.text} for h in hits
+                ]
+            cited = citations(hits) if hits is not None else None
+            result = await self._forward(endpoint, request, ctx, path, route, cited, capture)
             handed_to_stream = isinstance(result, StreamResult)
+            if capture is not None and isinstance(result, JSONResult) and result.status == 200:
+                capture.feed_body(json.loads(result.body))
             return result
         except GatewayError as exc:
             ctx.status = exc.status_code
             raise
         finally:
             if not handed_to_stream:
-                self._finish(endpoint, ctx, route)
+                self._finish(endpoint, ctx, route, capture)
+
+    def _capture(self, request: GenerationRequest, ctx: RequestContext) -> Capture | None:
+        """For a sampled request, what the client asked, kept before grounding changes it."""
+        if ctx.internal or self._sample is None or not self._sample(ctx.model, ctx.request_id):
+            return None
+        if isinstance(request, ChatCompletionRequest):
+            asked = {"messages": [m.model_dump(exclude_none=True) for m in request.messages]}
+        else:
+            asked = {"prompt": getattr(request, "prompt", None)}
+        return Capture(alias=ctx.model, version=ctx.version, request=asked)
 
     async def _route(self, request: GenerationRequest, ctx: RequestContext) -> Route | None:
         """Point the request at the served name that answers it, holding adapter versions."""
@@ -155,11 +179,9 @@ class OpenAIServing:
         request.model = route.served_name
         return route
 
-    async def _ground(
-        self, request: GenerationRequest, route: Route | None
-    ) -> list[dict[str, Any]] | None:
+    async def _ground(self, request: GenerationRequest, route: Route | None) -> list[Hit] | None:
         """With ``retrieval`` in a chat request (or bound to its alias): search, add the
-        sources, return citations."""
+        sources, return the hits."""
         if request.retrieval is None and route is not None and route.defaults.retrieval:
             if not isinstance(request, ChatCompletionRequest):
                 return None  # an alias's retrieval applies to chat only
@@ -172,7 +194,7 @@ class OpenAIServing:
             raise InvalidRequest("retrieval is not enabled on this gateway", param="retrieval")
         hits = await self._retriever.retrieve(request.retrieval, query_of(request.messages))
         request.messages = ground(request.messages, hits)
-        return citations(hits)
+        return hits
 
     def _json_spec(self, request: GenerationRequest, route: Route | None) -> JsonSpec | None:
         """The request's JSON response_format, else the alias's bound one, else none."""
@@ -198,7 +220,8 @@ class OpenAIServing:
         ctx: RequestContext,
         path: str,
         route: Route | None,
-        cited: list[dict[str, Any]] | None,
+        cited: list[dict[str, object]] | None,
+        capture: Capture | None,
     ) -> ServingResult:
         ctx.stream = request.stream
         ctx.proxied = True
@@ -239,11 +262,12 @@ class OpenAIServing:
             call,
             ctx,
             strip_usage=strip_usage,
-            on_close=lambda done: self._finish(endpoint, done, route),
+            on_close=lambda done: self._finish(endpoint, done, route, capture),
             json_check=JsonStreamCheck(spec, strict=request.json_validation == "strict")
             if spec is not None
             else None,
             first_chunk_extra={"citations": cited} if cited is not None else None,
+            capture=capture,
         )
         return StreamResult(relay)
 
@@ -282,40 +306,16 @@ class OpenAIServing:
                 usage.get("completion_tokens") or 0
             )
 
-    def _finish(self, endpoint: str, ctx: RequestContext, route: Route | None) -> None:
-        """Release the route; metrics and the access-log line, once per request."""
+    def _finish(
+        self, endpoint: str, ctx: RequestContext, route: Route | None, capture: Capture | None
+    ) -> None:
+        """Release the route, then tell the observers, once per request.
+
+        Internal requests (a judge call, a shadow request) are not a client's: no client
+        metrics, no access-log line, never sampled.
+        """
         if route is not None and self._resolver is not None:
             self._resolver.release(route)
-        duration = ctx.elapsed()
         self._metrics.in_flight_for(endpoint).dec()
-        self._metrics.record_request(
-            model=ctx.model,
-            version=ctx.version,
-            endpoint=endpoint,
-            status=ctx.status,
-            duration=duration,
-            ttft=ctx.ttft if ctx.stream else None,
-            prompt_tokens=ctx.prompt_tokens,
-            completion_tokens=ctx.completion_tokens,
-            json_result=ctx.json_result,
-            json_repairs=ctx.json_repairs,
-        )
-        if self._access_log:
-            overhead = (
-                ctx.response_overhead if ctx.response_overhead is not None else ctx.overhead()
-            )
-            logger.info(
-                "request_id=%s endpoint=%s model=%s version=%s stream=%s status=%d upstream=%s "
-                "duration_ms=%.1f overhead_ms=%.3f prompt_tokens=%s completion_tokens=%s",
-                ctx.request_id,
-                endpoint,
-                ctx.model,
-                ctx.version,
-                ctx.stream,
-                ctx.status,
-                ctx.upstream,
-                duration * 1000,
-                overhead * 1000,
-                ctx.prompt_tokens,
-                ctx.completion_tokens,
-            )
+        if not ctx.internal:
+            self._observers.finish(FinishedRequest(endpoint, ctx, capture))

@@ -18,6 +18,7 @@ from typing import Any
 
 from gateway.context import RequestContext
 from gateway.exceptions import GatewayError, UpstreamError
+from gateway.observers import Capture
 from gateway.openai.json_guard import JsonSpec, JsonValidationFailed, violations
 from gateway.openai.protocol import ErrorInfo, ErrorResponse
 from gateway.upstream.pool import UpstreamCall
@@ -87,12 +88,14 @@ class StreamRelay:
         on_close: Callable[[RequestContext], Awaitable[None] | None],
         json_check: JsonStreamCheck | None = None,
         first_chunk_extra: dict[str, Any] | None = None,
+        capture: Capture | None = None,
     ) -> None:
         self._call = call
         self._ctx = ctx
         self._strip_usage = strip_usage
         self._json_check = json_check
         self._first_extra = first_chunk_extra
+        self._capture = capture
         self._on_close = on_close
         self._closed = False
         self._saw_done = False
@@ -133,13 +136,15 @@ class StreamRelay:
             return event
         if self._first_extra is not None and event.startswith(b"data:"):
             event = self._decorate(event)
-        if b'"usage"' not in event and self._json_check is None:
+        if b'"usage"' not in event and self._json_check is None and self._capture is None:
             return event
         chunk = _parse(event)
         if chunk is None:
             return event
         if self._json_check is not None:
             self._json_check.feed(chunk)
+        if self._capture is not None:
+            self._capture.feed_chunk(chunk)
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             ctx.prompt_tokens = usage.get("prompt_tokens")
