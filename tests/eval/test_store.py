@@ -1,0 +1,98 @@
+"""The evaluation store on a real SQLite file: samples with scores, feedback, baselines,
+retention and job leases."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from eval.store import EvalStore, SampleQuery
+from gateway.db import create_db_engine
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    return create_db_engine(f"sqlite:///{tmp_path / 'eval.db'}")
+
+
+def sample(request_id: str, *, alias: str = "extract", at: datetime | None = None) -> dict:
+    return {
+        "request_id": request_id, "at": at or datetime.now(UTC), "alias": alias,
+        "version": f"{alias}@v1", "endpoint": "chat", "request": {"messages": []},
+        "response": "{}", "retrieved": [], "status": 200, "latency_ms": 12.5,
+        "prompt_tokens": 10, "completion_tokens": 5,
+    }  # fmt: skip
+
+
+def score(total: float | None, epoch: str = "e1") -> dict:
+    return {"epoch": epoch, "total": total, "checks": [{"name": "json_valid", "passed": True}]}
+
+
+def test_samples_pages_filters_and_feedback(engine: Engine) -> None:
+    store = EvalStore(engine)
+    for n in range(5):
+        store.add_sample(sample(f"r{n}"), score(n / 4))
+    store.add_sample(sample("other", alias="chat"), None)
+    store.add_feedback("r1", score=0.0, label="bad")
+    store.add_feedback("never-sampled", score=1.0)
+
+    page = store.samples(SampleQuery(alias="extract", limit=3))
+    assert [s["request_id"] for s in page] == ["r4", "r3", "r2"]
+    older = store.samples(SampleQuery(alias="extract", before=page[-1]["id"], limit=3))
+    assert [s["request_id"] for s in older] == ["r1", "r0"]
+    assert [s["request_id"] for s in store.samples(SampleQuery(score_below=0.3))] == ["r1", "r0"]
+    [with_feedback] = store.samples(SampleQuery(has_feedback=True))
+    assert with_feedback["request_id"] == "r1" and with_feedback["feedback"][0]["label"] == "bad"
+    assert store.samples(SampleQuery(alias="chat"))[0]["score"] is None
+
+
+def test_feedback_on_an_unsampled_request_is_kept_and_marked(engine: Engine) -> None:
+    store = EvalStore(engine)
+    store.add_sample(sample("r1"), score(1.0))
+    assert store.add_feedback("r1", score=1.0)["sampled"] is True
+    stored = store.add_feedback("r2", score=0.5, alias="extract", version="extract@v1")
+    assert stored["sampled"] is False and stored["alias"] == "extract"
+
+
+def test_baseline_restarts_count_only_later_scores(engine: Engine) -> None:
+    store = EvalStore(engine)
+    store.add_sample(sample("r1"), score(0.9))
+    first = store.baseline("extract", "e1")
+    assert first["after_score_id"] == 0 and first["state"] == "baseline"
+    assert [s.total for s in store.scores_after("extract", "e1", 0)] == [0.9]
+    store.restart_baseline("extract", "e1", reason="acknowledged")
+    store.add_sample(sample("r2"), score(0.4))
+    current = store.baseline("extract", "e1")
+    assert current["reason"] == "acknowledged"
+    assert [s.total for s in store.scores_after("extract", "e1", current["after_score_id"])] == [
+        0.4
+    ]
+    assert store.scores_after("extract", "e2", 0) == []  # another epoch is never mixed in
+
+
+def test_retention_drops_old_samples_scores_and_feedback(engine: Engine) -> None:
+    store = EvalStore(engine)
+    old = datetime.now(UTC) - timedelta(days=40)
+    store.add_sample(sample("old", at=old), score(1.0))
+    store.add_sample(sample("new"), score(1.0))
+    removed = store.delete_before(datetime.now(UTC) - timedelta(days=30))
+    assert removed["samples"] == 1 and removed["scores"] == 1
+    assert [s["request_id"] for s in store.samples(SampleQuery())] == ["new"]
+
+
+def test_a_lease_is_held_by_one_process_until_it_expires(engine: Engine) -> None:
+    store = EvalStore(engine)
+    assert store.try_lease("drift", "gateway-a", ttl=60)
+    assert not store.try_lease("drift", "gateway-b", ttl=60)
+    assert store.try_lease("drift", "gateway-a", ttl=60)  # renewing one's own
+    assert store.try_lease("drift", "gateway-b", ttl=-1) is False
+    assert store.try_lease("report", "gateway-b", ttl=60)  # leases are per job
+
+
+def test_an_expired_lease_can_be_taken_over(engine: Engine) -> None:
+    store = EvalStore(engine)
+    assert store.try_lease("drift", "gateway-a", ttl=-1)  # already expired
+    assert store.try_lease("drift", "gateway-b", ttl=60)
