@@ -40,6 +40,7 @@ test: model
 bench: model
 	@command -v wrk >/dev/null || (apt-get install -y -q wrk >/dev/null)
 	$(PY) bench/overhead.py
+	$(PY) bench/eval.py
 
 clean:
 	rm -rf $(VENV) *.egg-info

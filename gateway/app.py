@@ -11,16 +11,30 @@ import aiohttp
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.registry import Registry
 from adapters.store import Base as AdapterTables
+from eval.drift import DriftConfig
+from eval.pii import Scrubber, ScrubberConfig
+from eval.rubrics import Scorer
+from eval.sampling import SamplingPolicy
+from eval.store import EvalStore
 from gateway.adapter_service import AdapterService
 from gateway.admin import api_router as admin_router
 from gateway.admin.serving import AdminServing
 from gateway.collections import api_router as collections_router
 from gateway.collections.serving import CollectionsServing
+from gateway.dashboard import DashboardPages
+from gateway.dashboard import api_router as dashboard_router
 from gateway.db import add_missing_columns, create_db_engine
+from gateway.evaluation import api_router as eval_router
+from gateway.evaluation.jobs import EvalJobs
+from gateway.evaluation.judge import InternalJudge
+from gateway.evaluation.scheduler import LeasedScheduler
+from gateway.evaluation.service import EvalConfig, EvalService
+from gateway.evaluation.serving import EvalServing
 from gateway.exceptions import GatewayError, InvalidRequest
 from gateway.http import error_response, openai_error
 from gateway.metrics import GatewayMetrics
@@ -31,6 +45,7 @@ from gateway.openai.serving import JsonOptions, OpenAIServing
 from gateway.ops import api_router as ops_router
 from gateway.routing import ModelRouter
 from gateway.settings import Settings
+from gateway.traffic import TrafficWindow
 from gateway.upstream.pool import UpstreamPool
 from retrieval.collections import Collections
 from retrieval.embedder import DIMENSION as EMBEDDING_DIMENSION
@@ -67,6 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.dashboard = DashboardPages()
     keys = tuple(key.get_secret_value().encode() for key in settings.api_keys)
     admin = (settings.admin_token.get_secret_value().encode(),) if settings.admin_token else ()
     app.add_middleware(BearerAuthMiddleware, keys=keys, prefix="/v1/")
@@ -77,6 +93,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(collections_router.admin_router)
     app.include_router(collections_router.search_router)
     app.include_router(ops_router.router)
+    app.include_router(eval_router.admin_router)
+    app.include_router(eval_router.feedback_router)
+    app.include_router(dashboard_router.router)
     _install_error_handlers(app)
     return app
 
@@ -130,6 +149,8 @@ async def _start(
     app.state.collections = CollectionsServing(collections, metrics)
     await app.state.collections.refresh_sizes()
     app.state.pool = pool
+    evaluation = await _start_eval(app, settings, metrics, stack, db, registry, embedder)
+    traffic = TrafficWindow()
     app.state.serving = OpenAIServing(
         pool,
         metrics,
@@ -139,9 +160,78 @@ async def _start(
             max_retries=settings.json_max_retries,
             max_schema_bytes=settings.json_max_schema_bytes,
         ),
-        observers=Observers(AccessObserver(metrics, access_log=settings.access_log)),
+        observers=Observers(
+            AccessObserver(metrics, access_log=settings.access_log), traffic, evaluation
+        ),
+        sample=evaluation.decide,
     )
+    jobs = EvalJobs(
+        evaluation, reports_dir=settings.reports_dir, retention_days=settings.eval_retention_days
+    )
+    app.state.eval = EvalServing(
+        evaluation,
+        jobs,
+        traffic,
+        lambda limit: registry.events(limit=limit),
+        reports_dir=settings.reports_dir,
+    )
+    scheduler = LeasedScheduler(evaluation.store)
+    scheduler.add("eval_drift_check", jobs.drift_check, every=settings.eval_drift_interval)
+    scheduler.add("eval_retention", jobs.retention, every=3600)
+    scheduler.add("eval_report", app.state.eval.write_report, hour=settings.eval_report_hour)
+    scheduler.start()
+    stack.callback(scheduler.shutdown)
     app.state.admin = AdminServing(adapters)
+
+
+async def _start_eval(
+    app: FastAPI,
+    settings: Settings,
+    metrics: GatewayMetrics,
+    stack: AsyncExitStack,
+    db: Engine,
+    registry: Registry,
+    embedder: Embedder,
+) -> EvalService:
+    """The evaluation service: store, scrubber, scorer (its judge goes through serving)."""
+    store = await asyncio.to_thread(EvalStore, db)
+    key = settings.pii_hmac_key
+    scrubber = Scrubber(
+        ScrubberConfig(
+            phone_regions=tuple(settings.pii_phone_regions),
+            hmac_key=key.get_secret_value().encode() if key else None,
+        )
+    )
+    judge = InternalJudge(
+        lambda: app.state.serving,
+        default_model=lambda: settings.model_name,
+        metrics=metrics,
+        spend=lambda model, tokens: service.spend_judge_tokens(model, tokens),
+    )
+    service = EvalService(
+        store=store,
+        scrubber=scrubber,
+        scorer=Scorer(embed=embedder.embed, judge=judge),
+        metrics=metrics,
+        config=EvalConfig(
+            policy=SamplingPolicy(
+                default_rate=settings.eval_sample_rate, rates=settings.eval_alias_rates
+            ),
+            drift=DriftConfig(
+                baseline_samples=settings.eval_drift_baseline_samples,
+                batch_size=settings.eval_drift_batch_size,
+                k=settings.eval_drift_k,
+                h=settings.eval_drift_h,
+            ),
+            queue_size=settings.eval_queue_size,
+            judge_tokens_per_hour=settings.eval_judge_tokens_per_hour,
+            default_judge_model=settings.model_name,
+        ),
+        record_event=registry.record,
+    )
+    await service.start()
+    stack.push_async_callback(service.close)
+    return service
 
 
 def _install_error_handlers(app: FastAPI) -> None:

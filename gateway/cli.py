@@ -24,6 +24,7 @@ from rich.progress import (
 from adapters.base_model import BundledModelMissing, is_prepared, prepare_base_model
 from adapters.datasets import DatasetError
 from gateway.cli_admin import adapters_app, aliases_app, events, ingest
+from gateway.cli_eval import eval_app, rubrics_app
 from gateway.engine import EmbeddedEngine, EngineFailed
 from gateway.settings import Settings
 
@@ -38,6 +39,8 @@ model_app = typer.Typer(help="Manage the bundled base model.", no_args_is_help=T
 app.add_typer(model_app, name="model")
 app.add_typer(adapters_app, name="adapters")
 app.add_typer(aliases_app, name="aliases")
+app.add_typer(rubrics_app, name="rubrics")
+app.add_typer(eval_app, name="eval")
 app.command("events")(events)
 app.command("ingest")(ingest)
 

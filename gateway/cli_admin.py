@@ -28,15 +28,26 @@ UrlOption = Annotated[
 ]
 
 
-def _call(method: str, path: str, url: str | None, body: dict[str, Any] | None = None) -> Any:
+def admin_call(
+    method: str,
+    path: str,
+    url: str | None,
+    body: dict[str, Any] | None = None,
+    *,
+    text: str | None = None,
+) -> Any:
     settings = Settings()
     if settings.admin_token is None:
         typer.echo("TUNELOOP_ADMIN_TOKEN is not set", err=True)
         raise typer.Exit(2)
     base = url or f"http://{settings.host}:{settings.port}"
     headers = {"authorization": f"Bearer {settings.admin_token.get_secret_value()}"}
+    if text is not None:
+        headers["content-type"] = "application/yaml"
     try:
-        response = httpx.request(method, f"{base}{path}", json=body, headers=headers, timeout=300)
+        response = httpx.request(
+            method, f"{base}{path}", json=body, content=text, headers=headers, timeout=300
+        )
     except httpx.HTTPError as exc:
         typer.echo(f"cannot reach the gateway at {base}: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -50,7 +61,7 @@ def _call(method: str, path: str, url: str | None, body: dict[str, Any] | None =
     return response.json() if response.content else None
 
 
-def _print(data: Any) -> None:
+def print_json(data: Any) -> None:
     if data is not None:
         typer.echo(json.dumps(data, indent=2))
 
@@ -62,13 +73,13 @@ def adapters_register(
     url: UrlOption = None,
 ) -> None:
     """Register the next version of NAME from PATH and load it on every replica."""
-    _print(_call("POST", "/admin/adapters", url, {"name": name, "path": path}))
+    print_json(admin_call("POST", "/admin/adapters", url, {"name": name, "path": path}))
 
 
 @adapters_app.command("list")
 def adapters_list(url: UrlOption = None) -> None:
     """List adapter versions with their lineage and status."""
-    _print(_call("GET", "/admin/adapters", url)["data"])
+    print_json(admin_call("GET", "/admin/adapters", url)["data"])
 
 
 @adapters_app.command("delete")
@@ -77,7 +88,7 @@ def adapters_delete(
     url: UrlOption = None,
 ) -> None:
     """Retire a version (refused while an alias points at it)."""
-    _print(_call("DELETE", f"/admin/adapters/{served_name}", url))
+    print_json(admin_call("DELETE", f"/admin/adapters/{served_name}", url))
 
 
 def parse_targets(targets: list[str]) -> dict[str, int]:
@@ -102,13 +113,15 @@ def aliases_set(
     url: UrlOption = None,
 ) -> None:
     """Point ALIAS at one version, or split it between versions (weights sum to 100)."""
-    _print(_call("PUT", f"/admin/aliases/{alias}", url, {"targets": parse_targets(targets)}))
+    print_json(
+        admin_call("PUT", f"/admin/aliases/{alias}", url, {"targets": parse_targets(targets)})
+    )
 
 
 @aliases_app.command("list")
 def aliases_list(url: UrlOption = None) -> None:
     """List aliases with their current and previous targets."""
-    _print(_call("GET", "/admin/aliases", url)["data"])
+    print_json(admin_call("GET", "/admin/aliases", url)["data"])
 
 
 @aliases_app.command("rollback")
@@ -117,7 +130,7 @@ def aliases_rollback(
     url: UrlOption = None,
 ) -> None:
     """Point ALIAS back at its previous targets."""
-    _print(_call("POST", f"/admin/aliases/{alias}/rollback", url))
+    print_json(admin_call("POST", f"/admin/aliases/{alias}/rollback", url))
 
 
 def events(
@@ -125,7 +138,7 @@ def events(
     url: UrlOption = None,
 ) -> None:
     """Show the audit log: registrations, loads, swaps, rollbacks, deletions."""
-    _print(_call("GET", f"/admin/events?limit={limit}", url)["data"])
+    print_json(admin_call("GET", f"/admin/events?limit={limit}", url)["data"])
 
 
 def read_documents(paths: list[Path]) -> list[dict[str, Any]]:
@@ -161,12 +174,12 @@ def ingest(
 ) -> None:
     """Upsert documents into a collection (by id: a changed document replaces its old chunks)."""
     documents = read_documents(files)
-    names = {c["name"] for c in _call("GET", "/admin/collections", url)["data"]}
+    names = {c["name"] for c in admin_call("GET", "/admin/collections", url)["data"]}
     if collection not in names:
         if not create:
             typer.echo(f"collection {collection} does not exist", err=True)
             raise typer.Exit(1)
-        _call("POST", "/admin/collections", url, {"name": collection})
+        admin_call("POST", "/admin/collections", url, {"name": collection})
     chunks = 0
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
@@ -174,7 +187,7 @@ def ingest(
         task = progress.add_task(f"ingesting into {collection}", total=len(documents))
         for start in range(0, len(documents), batch):
             part = documents[start : start + batch]
-            result = _call("POST", f"/admin/collections/{collection}/documents", url,
+            result = admin_call("POST", f"/admin/collections/{collection}/documents", url,
                            {"documents": part})  # fmt: skip
             chunks += result["chunks"]
             progress.advance(task, len(part))

@@ -137,6 +137,7 @@ class GatewayMetrics:
         self.alias_swaps = Counter(
             "tuneloop_alias_swaps", "Alias flips and rollbacks.", ["alias"], registry=r
         )
+        self.eval = EvalMetrics(r)
         # Labelled children, cached: ``labels()`` takes a lock and hashes on every call. The
         # keys are bounded because the label values are.
         self._children: dict[tuple[str, ...], Any] = {}
@@ -179,5 +180,69 @@ class GatewayMetrics:
         if json_repairs:
             self._child(self.json_repairs, model).inc(json_repairs)
 
+    def child(self, family: Counter | Gauge | Histogram, *labels: str) -> Any:
+        """A cached labelled child of any family on this registry."""
+        return self._child(family, *labels)
+
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+_SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+
+
+class EvalMetrics:
+    """Continuous evaluation's families. ``alias`` is what the client called (alias or base
+    model), ``version`` the served name: both bounded like ``model``/``version`` above."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.samples = Counter(
+            "tuneloop_eval_samples",
+            "Sampling decisions by reason (sampled, not_sampled, queue_full, judge_budget).",
+            ["alias", "version", "decision"],
+            registry=r,
+        )
+        self.score = Histogram(
+            "tuneloop_eval_score",
+            "Rubric totals (0..1) of scored samples.",
+            ["alias", "version"],
+            buckets=_SCORE_BUCKETS,
+            registry=r,
+        )
+        self.check_failures = Counter(
+            "tuneloop_eval_check_failures",
+            "Scored samples that failed a rubric check.",
+            ["alias", "version", "check"],
+            registry=r,
+        )
+        self.drift_state = Gauge(
+            "tuneloop_eval_drift_state",
+            "Drift state of an alias's scores: 0 ok (or baseline), 1 warning, 2 drift.",
+            ["alias", "version"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "tuneloop_eval_queue_depth", "Samples waiting to be scrubbed and scored.", registry=r
+        )
+        self.judge_seconds = Histogram(
+            "tuneloop_eval_judge_seconds",
+            "Time of one llm_judge call.",
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.judge_tokens = Counter(
+            "tuneloop_eval_judge_tokens", "Tokens spent by llm_judge checks.", ["alias"], registry=r
+        )
+        self.feedback = Counter(
+            "tuneloop_eval_feedback",
+            "Feedback received, by what it carried (score, label, correction, comment) and "
+            "'unsampled' when its request was not sampled.",
+            ["alias", "kind"],
+            registry=r,
+        )
+        self.dropped = Counter(
+            "tuneloop_eval_dropped",
+            "Samples lost after the decision, by reason (queue_full, error, shutdown).",
+            ["reason"],
+            registry=r,
+        )

@@ -25,7 +25,7 @@ import pytest
 from adapters.base_model import prepare_base_model
 from gateway.engine import free_port
 from gateway.settings import Settings
-from tests.helpers import EXAMPLE_DATA, ROOT, http_ok, wait_until
+from tests.helpers import EXAMPLE_DATA, PROSE_DATA, ROOT, http_ok, train_adapter, wait_until
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -128,15 +128,16 @@ def adapter_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained_adapters(base_settings: Settings, adapter_root: Path) -> dict[str, Path]:
     """Two adapters trained by ``tuneloop train`` (its own process) on the example task."""
-    folders = {}
-    for label, seed in (("v1", 1), ("v2", 2)):
-        out = adapter_root / f"extract-{label}"
-        result = subprocess.run(
-            [sys.executable, "-m", "gateway", "train", "--data", str(EXAMPLE_DATA),
-             "--out", str(out), "--max-steps", "4", "--eval-every", "2", "--seed", str(seed)],
-            cwd=ROOT, capture_output=True, text=True, timeout=900,
-            env={**os.environ, "TUNELOOP_MODEL_PATH": str(base_settings.base_model_path)},
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr[-3000:]
-        folders[label] = out
-    return folders
+    return {
+        label: train_adapter(
+            base_settings, EXAMPLE_DATA, adapter_root / f"extract-{label}", steps=4, seed=seed
+        )
+        for label, seed in (("v1", 1), ("v2", 2))
+    }
+
+
+@pytest.fixture(scope="session")
+def prose_adapter(base_settings: Settings, adapter_root: Path) -> Path:
+    """An adapter trained on the same inputs answered in prose ("format B"): served where the
+    JSON adapter was, it fails a JSON rubric, which plants drift for real."""
+    return train_adapter(base_settings, PROSE_DATA, adapter_root / "extract-prose", steps=8, seed=3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -20,7 +21,20 @@ from gateway.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "smollm2-135m-instruct"
 EXAMPLE_DATA = ROOT / "examples" / "extract.jsonl"
+PROSE_DATA = ROOT / "examples" / "extract_prose.jsonl"
 ADMIN_TOKEN = "test-admin-token-0123456789"
+
+
+def train_adapter(settings: Settings, data: Path, out: Path, *, steps: int, seed: int) -> Path:
+    """``tuneloop train`` as a user runs it (its own process); the adapter folder."""
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "train", "--data", str(data), "--out", str(out),
+         "--max-steps", str(steps), "--eval-every", "2", "--seed", str(seed)],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "TUNELOOP_MODEL_PATH": str(settings.base_model_path)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
 
 
 def wait_until(

@@ -1,0 +1,232 @@
+"""Renders the dashboard's pages from wire models (Jinja2 with autoescape; no FastAPI here).
+
+Everything a sample holds is user text, so every value reaches HTML through Jinja2's
+autoescape; the only markup inserted as-is is the SVG that ``charts`` builds (escaped there by
+ElementTree).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+
+from gateway.dashboard.charts import score_chart, served_label, traffic_chart
+from gateway.evaluation.protocol import DashboardData, SampleRecord, ScoreSeries
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+TEMPLATES_DIR = PACKAGE_DIR / "templates"
+STYLESHEET = PACKAGE_DIR / "static" / "dashboard.css"
+DASH = "—"
+
+
+class DashboardPages:
+    """The dashboard's HTML pages and its stylesheet, built once per app."""
+
+    def __init__(self, *, refresh_s: int = 30) -> None:
+        self.refresh_s = refresh_s
+        self.stylesheet = STYLESHEET.read_bytes()
+        self.stylesheet_version = hashlib.sha256(self.stylesheet).hexdigest()[:12]
+        self._env = Environment(
+            loader=FileSystemLoader(TEMPLATES_DIR),
+            autoescape=True,
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self._env.filters.update(
+            ms=format_ms,
+            score=format_score,
+            pct=format_pct,
+            num=format_int,
+            when=format_when,
+            clock=format_clock,
+            grade=score_grade,
+            served=served_label,
+        )
+        self._env.globals["css_version"] = self.stylesheet_version
+
+    def dashboard(self, data: DashboardData, *, alias: str | None = None) -> str:
+        """The main page: traffic, quality, score charts, events and recent samples."""
+        total = sum(row.requests for row in data.traffic)
+        errors = sum(row.errors for row in data.traffic)
+        quality = sorted(data.summary.data, key=lambda s: (s.alias, s.version))
+        check_names = sorted({name for s in quality for name in s.check_pass_rates})
+        by_alias = _series_by_alias(data.scores)
+        # Two charts a row: the traffic chart takes a whole row when the score charts pair up.
+        wide = len(by_alias) >= 2 and len(by_alias) % 2 == 0
+        context = {
+            "refresh_s": self.refresh_s,
+            "data": data,
+            "alias": alias,
+            "aliases": _aliases(data),
+            "traffic": sorted(data.traffic, key=lambda r: (r.model, r.version)),
+            "quality": quality,
+            "check_names": check_names,
+            "traffic_chart": Markup(
+                traffic_chart(
+                    data.traffic, title="Requests per minute", width=1120 if wide else 560
+                )
+            ),
+            "traffic_wide": wide,
+            "score_charts": [
+                (
+                    name,
+                    Markup(score_chart(series, title=f"Mean score of {name}")),
+                    any(item.baseline_mean is not None for item in series),
+                )
+                for name, series in by_alias.items()
+            ],
+            "stats": {
+                "requests": total,
+                "error_rate": errors / total if total else None,
+                "scored": sum(s.scored for s in data.summary.data),
+                "queue_depth": data.summary.queue_depth,
+                "drifting": sorted(
+                    {s.alias for s in data.summary.data if s.drift_state in ("warning", "drift")}
+                ),
+                "feedback": sum(s.feedback for s in data.summary.data),
+            },
+            "events": [(event, detail_pairs(event.detail)) for event in data.events],
+            "samples": [(s, request_preview(s.request)) for s in data.samples.data],
+        }
+        return self._env.get_template("dashboard.html").render(context)
+
+    def sample(self, record: SampleRecord) -> str:
+        """One sample: its request, response, per-check breakdown and feedback."""
+        messages, extra = split_request(record.request)
+        context = {
+            "refresh_s": None,
+            "s": record,
+            "response": pretty_json(record.response),
+            "messages": messages,
+            "request_extra": json.dumps(extra, indent=2, ensure_ascii=False) if extra else None,
+            "feedback": [detail_pairs(item, limit=4000) for item in record.feedback],
+        }
+        return self._env.get_template("sample.html").render(context)
+
+    def login(self, *, error: str | None = None, next_path: str = "/dashboard") -> str:
+        """The sign-in form (a password field for the admin token)."""
+        context = {"refresh_s": None, "error": error, "next_path": next_path}
+        return self._env.get_template("login.html").render(context)
+
+
+def _aliases(data: DashboardData) -> list[str]:
+    names = {s.alias for s in data.summary.data} | {s.alias for s in data.scores}
+    return sorted(names | {row.model for row in data.traffic})
+
+
+def _series_by_alias(series: list[ScoreSeries]) -> dict[str, list[ScoreSeries]]:
+    grouped: dict[str, list[ScoreSeries]] = defaultdict(list)
+    for item in sorted(series, key=lambda s: (s.alias, s.version)):
+        grouped[item.alias].append(item)
+    return dict(grouped)
+
+
+# --- formatting (also Jinja2 filters) ---------------------------------------------------------
+def format_ms(value: float | None) -> str:
+    if value is None:
+        return DASH
+    return f"{value:.0f} ms" if value < 1000 else f"{value / 1000:.2f} s"
+
+
+def format_score(value: float | None) -> str:
+    return DASH if value is None else f"{value:.3f}"
+
+
+def format_pct(value: float | None) -> str:
+    if value is None:
+        return DASH
+    return f"{value * 100:.1f}%" if 0 < value < 0.1 else f"{value * 100:.0f}%"
+
+
+def format_int(value: int | None) -> str:
+    return DASH if value is None else f"{value:,}"
+
+
+def _utc(at: datetime) -> datetime:
+    return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def format_when(at: datetime) -> str:
+    return _utc(at).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def format_clock(at: datetime) -> str:
+    return _utc(at).strftime("%H:%M:%S")
+
+
+def score_grade(value: float | None) -> str:
+    """A CSS class for a 0..1 score or pass rate."""
+    if value is None:
+        return "none"
+    return "good" if value >= 0.8 else "fair" if value >= 0.5 else "poor"
+
+
+# --- sample content -----------------------------------------------------------------------------
+def content_text(content: Any) -> str:
+    """The text of a chat message's ``content`` (a string or a list of parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+            else:
+                kind = part.get("type", "part") if isinstance(part, dict) else "part"
+                parts.append(f"[{kind}]")
+        return "\n".join(parts)
+    return "" if content is None else json.dumps(content, ensure_ascii=False)
+
+
+def split_request(request: dict[str, Any]) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """(role, text) for each message (or the prompt), and the remaining request fields."""
+    extra = {k: v for k, v in request.items() if k not in ("messages", "prompt")}
+    messages = request.get("messages")
+    if isinstance(messages, list):
+        pairs = []
+        for message in messages:
+            if isinstance(message, dict):
+                pairs.append((str(message.get("role", "?")), content_text(message.get("content"))))
+        return pairs, extra
+    prompt = request.get("prompt")
+    if prompt is not None:
+        texts = prompt if isinstance(prompt, list) else [prompt]
+        return [("prompt", content_text(text)) for text in texts], extra
+    return [], extra
+
+
+def request_preview(request: dict[str, Any], *, limit: int = 90) -> str:
+    """The last user message (or the prompt), on one line, cut to ``limit`` characters."""
+    messages, _ = split_request(request)
+    users = [text for role, text in messages if role in ("user", "prompt")] or [
+        text for _, text in messages
+    ]
+    text = " ".join(users[-1].split()) if users else ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def pretty_json(text: str | None) -> str | None:
+    """``text`` indented when it is a JSON object or array (structured answers), else as is."""
+    if text is None or not text.lstrip().startswith(("{", "[")):
+        return text
+    try:
+        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    except ValueError:
+        return text
+
+
+def detail_pairs(detail: dict[str, Any], *, limit: int = 160) -> list[tuple[str, str]]:
+    """An event's or feedback's fields as (key, short text) pairs."""
+    pairs = []
+    for key, value in detail.items():
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        pairs.append((str(key), text if len(text) <= limit else text[: limit - 1] + "…"))
+    return pairs
