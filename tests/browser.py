@@ -53,9 +53,13 @@ def ensure_chromium() -> str:
     return found
 
 
-@pytest.fixture(scope="session", name="chromium_browser")
+@pytest.fixture(scope="module", name="chromium_browser")
 def chromium_browser_fixture() -> Iterator[Browser]:
-    """One headless Chromium for the whole session."""
+    """One headless Chromium per test module.
+
+    Not per session: while it is open, Playwright's sync API keeps an event loop running in
+    the main thread, and every later test that calls ``asyncio.run`` would fail.
+    """
     executable = ensure_chromium()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
