@@ -10,7 +10,11 @@ from adapters.base_model import (
     is_prepared,
     prepare_base_model,
 )
+from adapters.curation import Candidate, CurationConfig, LeakGuard, Removal, curate
+from adapters.dataset_registry import DatasetRegistry, DatasetRegistryError, DatasetVersion
 from adapters.datasets import DatasetError, dataset_hash, load_conversations
+from adapters.gate import GateConfig, GateError, GateVerdict, Scored, decide, run_gate
+from adapters.jobs import JobConflict, JobRecord, JobStore
 from adapters.loading import LoraLoadError, load_adapter, unload_adapter
 from adapters.registry import (
     AdapterRecord,
@@ -21,6 +25,7 @@ from adapters.registry import (
     Registry,
     RegistryError,
 )
+from adapters.trainer_process import TrainerProcess, TrainRequest
 from adapters.training import TrainConfig, TrainingReport, read_report, train
 from adapters.validation import AdapterInfo, AdapterInvalid, validate_adapter_dir
 
@@ -30,22 +35,41 @@ __all__ = [
     "AdapterRecord",
     "AliasRecord",
     "BundledModelMissing",
+    "Candidate",
+    "CurationConfig",
     "DatasetError",
+    "DatasetRegistry",
+    "DatasetRegistryError",
+    "DatasetVersion",
     "EventRecord",
+    "GateConfig",
+    "GateError",
+    "GateVerdict",
     "InUse",
+    "JobConflict",
+    "JobRecord",
+    "JobStore",
+    "LeakGuard",
     "LoraLoadError",
     "NotFound",
     "Registry",
     "RegistryError",
+    "Removal",
+    "Scored",
     "TrainConfig",
+    "TrainRequest",
+    "TrainerProcess",
     "TrainingReport",
+    "curate",
     "dataset_hash",
+    "decide",
     "find_bundled_gguf",
     "is_prepared",
     "load_adapter",
     "load_conversations",
     "prepare_base_model",
     "read_report",
+    "run_gate",
     "train",
     "unload_adapter",
     "validate_adapter_dir",

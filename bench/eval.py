@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -54,18 +55,18 @@ def gateway_rps(stub_url: str, rate: str, *, seconds: int, connections: int) -> 
         script.unlink()
 
 
-def bench_throughput(seconds: int, connections: int) -> None:
+def bench_throughput(seconds: int, connections: int, rounds: int) -> None:
     stub_port = free_port()
     stub_url = f"http://127.0.0.1:{stub_port}"
     stub = start([sys.executable, "tests/stub_upstream.py", "--port", str(stub_port)])
     runs: dict[str, list[float]] = {"0": [], "1": []}
     try:
         wait_ready(f"{stub_url}/health", 30)
-        for rate in ("0", "1", "0", "1"):
+        for rate in ("0", "1") * rounds:
             runs[rate].append(gateway_rps(stub_url, rate, seconds=seconds, connections=connections))
     finally:
         stop(stub)
-    off, on = sum(runs["0"]) / 2, sum(runs["1"]) / 2
+    off, on = statistics.median(runs["0"]), statistics.median(runs["1"])
     print(f"gateway_rps_sampling_0: {off:.0f}")
     print(f"gateway_rps_sampling_100: {on:.0f}")
     print(f"throughput_ratio_sampling_100_vs_0: {on / off:.3f}  (target >= 0.95)")
@@ -75,10 +76,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections")
+    parser.add_argument("--rounds", type=int, default=4, help="alternations of 0% and 100%")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install wrk")
-    bench_throughput(args.seconds, args.connections)
+    bench_throughput(args.seconds, args.connections, args.rounds)
     for part in ("eval_drift.py", "eval_scrub.py"):
         subprocess.run([sys.executable, str(BENCH / part)], cwd=ROOT, check=True)
 

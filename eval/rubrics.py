@@ -253,26 +253,35 @@ class Scorer:
         self._judge = judge
         self._count_tokens = count_tokens
 
-    async def score(
-        self, rubric: Rubric, item: ScoreInput, *, epoch: str, allow_judge: bool = True
-    ) -> ScoreResult:
-        """Score ``item``: the synchronous checks in one worker thread, then the judge calls.
-
-        ``allow_judge=False`` (the judge budget is spent) makes llm_judge checks not apply
-        without calling the judge.
-        """
-        tools = Tools(
+    def _tools(self, *, allow_judge: bool) -> Tools:
+        return Tools(
             embed=self._embed,
             count_tokens=self._count_tokens,
             judge=self._judge,
             allow_judge=allow_judge,
         )
+
+    def evaluate_sync(self, rubric: Rubric, item: ScoreInput) -> dict[str, Outcome]:
+        """The synchronous checks' outcomes. Blocking: call it from a worker thread (a batch
+        of samples can share one thread hop this way)."""
+        tools = self._tools(allow_judge=False)
         sync_checks = [check for check in rubric.checks if not check.is_async]
+        done = _evaluate_sync(sync_checks, item, tools)
+        return dict(zip((c.name for c in sync_checks), done, strict=True))
+
+    async def finish(
+        self,
+        rubric: Rubric,
+        item: ScoreInput,
+        outcomes: dict[str, Outcome],
+        *,
+        epoch: str,
+        allow_judge: bool = True,
+    ) -> ScoreResult:
+        """Run the asynchronous checks (the judge) and assemble the result."""
+        tools = self._tools(allow_judge=allow_judge)
         async_checks = [check for check in rubric.checks if check.is_async]
-        outcomes: dict[str, Outcome] = {}
-        if sync_checks:
-            done = await asyncio.to_thread(_evaluate_sync, sync_checks, item, tools)
-            outcomes.update(zip((c.name for c in sync_checks), done, strict=True))
+        outcomes = dict(outcomes)
         if async_checks:
             done = await asyncio.gather(*(c.evaluate_async(item, tools) for c in async_checks))
             outcomes.update(zip((c.name for c in async_checks), done, strict=True))
@@ -293,3 +302,16 @@ class Scorer:
             epoch=epoch,
             judge_tokens=sum(outcome.tokens for outcome in outcomes.values()),
         )
+
+    async def score(
+        self, rubric: Rubric, item: ScoreInput, *, epoch: str, allow_judge: bool = True
+    ) -> ScoreResult:
+        """Score ``item``: the synchronous checks in one worker thread, then the judge calls.
+
+        ``allow_judge=False`` (the judge budget is spent) makes llm_judge checks not apply
+        without calling the judge.
+        """
+        outcomes: dict[str, Outcome] = {}
+        if any(not check.is_async for check in rubric.checks):
+            outcomes = await asyncio.to_thread(self.evaluate_sync, rubric, item)
+        return await self.finish(rubric, item, outcomes, epoch=epoch, allow_judge=allow_judge)

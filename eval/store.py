@@ -67,15 +67,32 @@ class EvalStore:
     # --- samples and scores --------------------------------------------------------------------
     def add_sample(self, sample: dict[str, Any], score: dict[str, Any] | None) -> int:
         """Write a scrubbed sample and its score (``total``, ``checks``, ``epoch``) at once."""
+        return self.add_samples([(sample, score)])[0]
+
+    def add_samples(self, batch: list[tuple[dict[str, Any], dict[str, Any] | None]]) -> list[int]:
+        """Write samples with their scores in one transaction: all of them or none.
+
+        Core ``executemany`` inserts, not ORM objects: this runs for every sampled request and
+        the ORM's unit of work was most of the evaluation's cost under load.
+        """
+        if not batch:
+            return []
         with self._session.begin() as session:
-            row = SampleRow(**sample)
-            session.add(row)
-            session.flush()
-            if score is not None:
-                session.add(
-                    ScoreRow(sample_id=row.id, alias=row.alias, version=row.version, **score)
+            ids = list(
+                session.scalars(
+                    insert(SampleRow).returning(SampleRow.id, sort_by_parameter_order=True),
+                    [sample for sample, _ in batch],
                 )
-            return row.id
+            )
+            scores = [
+                {"sample_id": sample_id, "alias": sample["alias"], "version": sample["version"],
+                 "at": sample.get("at") or utcnow(), **score}
+                for sample_id, (sample, score) in zip(ids, batch, strict=True)
+                if score is not None
+            ]  # fmt: skip
+            if scores:
+                session.execute(insert(ScoreRow), scores)
+            return ids
 
     def sample(self, sample_id: int) -> dict[str, Any] | None:
         with self._session() as session:
@@ -215,6 +232,54 @@ class EvalStore:
         )
         with self._session() as session:
             return {(a, v or a): (n, mean) for a, v, n, mean in session.execute(stmt)}
+
+    def corrections(self, alias: str, *, limit: int = 1000) -> list[dict[str, Any]]:
+        """Feedback carrying a correction for ``alias``, newest first, with its sample's request
+        (scrubbed) when the request was sampled."""
+        stmt = (
+            select(FeedbackRow, SampleRow.request)
+            .join(SampleRow, SampleRow.request_id == FeedbackRow.request_id, isouter=True)
+            .where(FeedbackRow.alias == alias, FeedbackRow.correction.is_not(None))
+            .order_by(FeedbackRow.id.desc())
+            .limit(limit)
+        )
+        with self._session() as session:
+            return [
+                {"request_id": row.request_id, "correction": row.correction, "request": request}
+                for row, request in session.execute(stmt)
+            ]
+
+    def good_samples(
+        self, alias: str, *, epoch: str, min_score: float, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Sampled answers of ``alias`` that scored at least ``min_score`` under ``epoch``."""
+        stmt = (
+            select(SampleRow.request_id, SampleRow.request, SampleRow.response, ScoreRow.total)
+            .join(ScoreRow, ScoreRow.sample_id == SampleRow.id)
+            .where(SampleRow.alias == alias, ScoreRow.epoch == epoch)
+            .where(ScoreRow.total >= min_score)
+            .order_by(SampleRow.id.desc())
+            .limit(limit)
+        )
+        with self._session() as session:
+            return [
+                {"request_id": rid, "request": request, "response": response, "score": total}
+                for rid, request, response, total in session.execute(stmt)
+            ]
+
+    def version_scores(
+        self, alias: str, version: str, *, epoch: str, after_id: int = 0
+    ) -> list[float]:
+        """Totals of ``alias`` served by ``version`` under ``epoch``, with score ids above
+        ``after_id``, oldest first (a canary's live scores)."""
+        stmt = (
+            select(ScoreRow.total)
+            .where(ScoreRow.alias == alias, ScoreRow.version == version, ScoreRow.epoch == epoch)
+            .where(ScoreRow.id > after_id, ScoreRow.total.is_not(None))
+            .order_by(ScoreRow.id)
+        )
+        with self._session() as session:
+            return list(session.scalars(stmt))
 
     # --- rubrics -------------------------------------------------------------------------------
     def put_rubric(self, alias: str, body: dict[str, Any], epoch: str) -> dict[str, Any]:

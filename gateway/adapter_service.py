@@ -236,6 +236,17 @@ class AdapterService:
             self._flip(alias, record, since=loaded_at)
         return record
 
+    def alias_targets(self, alias: str) -> set[str] | None:
+        """The served names ``alias`` routes to now; ``None`` for an unknown alias."""
+        return self._router.aliases.get(alias)
+
+    async def retarget(self, alias: str, targets: dict[str, int]) -> AliasRecord:
+        """Point ``alias`` at ``targets``, keeping its bound response_format and retrieval."""
+        current = await asyncio.to_thread(self.registry.alias, alias)
+        return await self.set_alias(
+            alias, targets, response_format=current.response_format, retrieval=current.retrieval
+        )
+
     async def rollback(self, alias: str) -> AliasRecord:
         async with self._locks[f"alias:{alias}"]:
             current = self._router.aliases.get(alias, set())

@@ -14,8 +14,12 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from adapters.registry import Registry
+from adapters.dataset_registry import DatasetRegistry
+from adapters.gate import GateConfig
+from adapters.jobs import JobStore
+from adapters.registry import Registry, RegistryError
 from adapters.store import Base as AdapterTables
+from adapters.trainer_process import TrainerProcess
 from eval.drift import DriftConfig
 from eval.pii import Scrubber, ScrubberConfig
 from eval.rubrics import Scorer
@@ -35,8 +39,12 @@ from gateway.evaluation.judge import InternalJudge
 from gateway.evaluation.scheduler import LeasedScheduler
 from gateway.evaluation.service import EvalConfig, EvalService
 from gateway.evaluation.serving import EvalServing
-from gateway.exceptions import GatewayError, InvalidRequest
+from gateway.exceptions import GatewayError, InvalidRequest, from_registry
 from gateway.http import error_response, openai_error
+from gateway.internal import internal_chat
+from gateway.loop import api_router as loop_router
+from gateway.loop.service import LoopConfig, LoopService
+from gateway.loop.shadow import ShadowMirror
 from gateway.metrics import GatewayMetrics
 from gateway.middleware import BearerAuthMiddleware, RequestContextMiddleware
 from gateway.observers import AccessObserver, Observers
@@ -96,6 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(eval_router.admin_router)
     app.include_router(eval_router.feedback_router)
     app.include_router(dashboard_router.router)
+    app.include_router(loop_router.router)
     _install_error_handlers(app)
     return app
 
@@ -151,6 +160,11 @@ async def _start(
     app.state.pool = pool
     evaluation = await _start_eval(app, settings, metrics, stack, db, registry, embedder)
     traffic = TrafficWindow()
+    shadow = ShadowMirror(
+        lambda alias, challenger, messages: _mirror(app, settings, evaluation, alias, challenger,
+                                                    messages),
+        count=lambda alias, result: metrics.child(metrics.shadow_requests, alias, result).inc(),
+    )  # fmt: skip
     app.state.serving = OpenAIServing(
         pool,
         metrics,
@@ -161,7 +175,7 @@ async def _start(
             max_schema_bytes=settings.json_max_schema_bytes,
         ),
         observers=Observers(
-            AccessObserver(metrics, access_log=settings.access_log), traffic, evaluation
+            AccessObserver(metrics, access_log=settings.access_log), traffic, evaluation, shadow
         ),
         sample=evaluation.decide,
     )
@@ -175,10 +189,22 @@ async def _start(
         lambda limit: registry.events(limit=limit),
         reports_dir=settings.reports_dir,
     )
+    app.state.loop = await _start_loop(
+        app, settings, stack, db, adapters=adapters, evaluation=evaluation, eval_jobs=jobs,
+        shadow=shadow,
+    )  # fmt: skip
+    jobs.on_drift = app.state.loop.on_drift
+    app.state.eval.retrain_jobs = lambda limit: app.state.loop.jobs.jobs(limit=limit)
     scheduler = LeasedScheduler(evaluation.store)
     scheduler.add("eval_drift_check", jobs.drift_check, every=settings.eval_drift_interval)
     scheduler.add("eval_retention", jobs.retention, every=3600)
     scheduler.add("eval_report", app.state.eval.write_report, hour=settings.eval_report_hour)
+    if settings.loop_retrain_every_hours:
+        scheduler.add(
+            "loop_retrain",
+            app.state.loop.retrain_all,
+            every=settings.loop_retrain_every_hours * 3600,
+        )
     scheduler.start()
     stack.callback(scheduler.shutdown)
     app.state.admin = AdminServing(adapters)
@@ -224,6 +250,7 @@ async def _start_eval(
                 h=settings.eval_drift_h,
             ),
             queue_size=settings.eval_queue_size,
+            max_samples_per_second=settings.eval_max_samples_per_second,
             judge_tokens_per_hour=settings.eval_judge_tokens_per_hour,
             default_judge_model=settings.model_name,
         ),
@@ -234,12 +261,78 @@ async def _start_eval(
     return service
 
 
+async def _start_loop(
+    app: FastAPI,
+    settings: Settings,
+    stack: AsyncExitStack,
+    db: Engine,
+    *,
+    adapters: AdapterService,
+    evaluation: EvalService,
+    eval_jobs: EvalJobs,
+    shadow: ShadowMirror,
+) -> LoopService:
+    """The retraining loop: job store, dataset registry, trainer process, gate, canary."""
+    loop = LoopService(
+        jobs=await asyncio.to_thread(JobStore, db),
+        datasets=await asyncio.to_thread(DatasetRegistry, db, settings.data_dir / "datasets"),
+        trainer=TrainerProcess(env={"TUNELOOP_MODEL_PATH": str(settings.base_model_path)}),
+        adapters=adapters,
+        evaluation=evaluation,
+        eval_jobs=eval_jobs,
+        shadow=shadow,
+        serving=lambda: app.state.serving,
+        config=LoopConfig(
+            train_steps=settings.loop_train_steps,
+            train_eval_every=settings.loop_train_eval_every,
+            train_lr=settings.loop_train_lr,
+            train_timeout=settings.loop_train_timeout,
+            candidate_min_score=settings.loop_candidate_min_score,
+            gate=GateConfig(
+                margin=settings.loop_gate_margin,
+                check_tolerance=settings.loop_gate_check_tolerance,
+            ),
+            shadow_share=settings.loop_shadow_share,
+            canary_share=settings.loop_canary_share,
+            canary_samples=settings.loop_canary_samples,
+            canary_timeout=settings.loop_canary_timeout,
+            retrain_on_drift=settings.loop_retrain_on_drift,
+        ),
+        work_dir=settings.data_dir,
+        metrics=app.state.metrics,
+    )
+    await loop.start()
+    stack.push_async_callback(loop.close)
+    return loop
+
+
+async def _mirror(
+    app: FastAPI,
+    settings: Settings,
+    evaluation: EvalService,
+    alias: str,
+    challenger: str,
+    messages: list[dict],
+) -> float | None:
+    """One shadow request: the challenger's answer, scored with the alias's rubric."""
+    body = {"model": challenger, "messages": messages, "temperature": 0, "max_tokens": 64}
+    answer = await internal_chat(app.state.serving, body, purpose="shadow")
+    result = await evaluation.score_answer(
+        alias, sample_id=f"shadow-{challenger}", messages=messages, answer=answer.text
+    )
+    return result.total if result is not None else None
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     """Every error leaves as an OpenAI-shaped body."""
 
     @app.exception_handler(GatewayError)
     async def gateway_error(_request: Request, exc: GatewayError) -> JSONResponse:
         return error_response(exc)
+
+    @app.exception_handler(RegistryError)
+    async def registry_error(_request: Request, exc: RegistryError) -> JSONResponse:
+        return error_response(from_registry(exc))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -25,6 +25,7 @@ from adapters.base_model import BundledModelMissing, is_prepared, prepare_base_m
 from adapters.datasets import DatasetError
 from gateway.cli_admin import adapters_app, aliases_app, events, ingest
 from gateway.cli_eval import eval_app, rubrics_app
+from gateway.cli_loop import datasets_app, jobs, retrain
 from gateway.engine import EmbeddedEngine, EngineFailed
 from gateway.settings import Settings
 
@@ -41,6 +42,9 @@ app.add_typer(adapters_app, name="adapters")
 app.add_typer(aliases_app, name="aliases")
 app.add_typer(rubrics_app, name="rubrics")
 app.add_typer(eval_app, name="eval")
+app.add_typer(datasets_app, name="datasets")
+app.command("retrain")(retrain)
+app.command("jobs")(jobs)
 app.command("events")(events)
 app.command("ingest")(ingest)
 

@@ -35,6 +35,7 @@ def admin_call(
     body: dict[str, Any] | None = None,
     *,
     text: str | None = None,
+    content_type: str = "application/yaml",
 ) -> Any:
     settings = Settings()
     if settings.admin_token is None:
@@ -43,7 +44,7 @@ def admin_call(
     base = url or f"http://{settings.host}:{settings.port}"
     headers = {"authorization": f"Bearer {settings.admin_token.get_secret_value()}"}
     if text is not None:
-        headers["content-type"] = "application/yaml"
+        headers["content-type"] = content_type
     try:
         response = httpx.request(
             method, f"{base}{path}", json=body, content=text, headers=headers, timeout=300

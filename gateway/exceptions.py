@@ -15,7 +15,8 @@ Hierarchy::
         └── UpstreamTimeout (504, timeout)
 
 Transport failures from aiohttp are turned into gateway errors by ``from_transport`` through
-one table, so every call site maps them the same way.
+one table, so every call site maps them the same way; registry refusals from the libraries
+(adapters, datasets, jobs) by ``from_registry``, also installed as an app-wide handler.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+
+from adapters.registry import InUse, RegistryError
 
 
 class GatewayError(Exception):
@@ -133,3 +136,16 @@ def from_transport(exc: BaseException) -> UpstreamError:
 def is_connect_failure(exc: BaseException) -> bool:
     """True when no byte can have reached the upstream, so another replica may be tried."""
     return isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+
+
+# Library refusals (a stable ``reason`` code) that mean "not now, something else holds it".
+_CONFLICT_REASONS = frozenset({"job_active", "frozen_exists"})
+
+
+def from_registry(exc: RegistryError) -> GatewayError:
+    """Map a registry refusal (adapters, datasets, jobs) to the error a client should see."""
+    if isinstance(exc, InUse) or exc.reason in _CONFLICT_REASONS:
+        return Conflict(str(exc), code=exc.reason)
+    if exc.reason == "not_found":
+        return NotFound(str(exc))
+    return InvalidRequest(str(exc), code=exc.reason)

@@ -138,6 +138,20 @@ class GatewayMetrics:
             "tuneloop_alias_swaps", "Alias flips and rollbacks.", ["alias"], registry=r
         )
         self.eval = EvalMetrics(r)
+        self.loop_jobs = Counter(
+            "tuneloop_loop_jobs",
+            "Retrain jobs reaching a state (queued, running, succeeded, failed, rejected, "
+            "promoted, rolled_back).",
+            ["alias", "state"],
+            registry=r,
+        )
+        self.shadow_requests = Counter(
+            "tuneloop_loop_shadow_requests",
+            "Requests mirrored to a challenger awaiting its verdict, by result (scored, failed, "
+            "skipped); never counted as client requests.",
+            ["alias", "result"],
+            registry=r,
+        )
         # Labelled children, cached: ``labels()`` takes a lock and hashes on every call. The
         # keys are bounded because the label values are.
         self._children: dict[tuple[str, ...], Any] = {}

@@ -12,6 +12,7 @@ text), so an unsampled request pays nothing for it.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -32,6 +33,7 @@ class Capture:
     request: dict[str, Any]  # messages or prompt, as the client sent them
     retrieved: list[dict[str, Any]] = field(default_factory=list)  # id, text, collection
     texts: dict[int, list[str]] = field(default_factory=dict)  # choice index -> text parts
+    body: bytes | None = None  # a buffered answer, parsed off the request path
 
     def feed_chunk(self, chunk: dict[str, Any]) -> None:
         """Collect streamed text, choice by choice."""
@@ -41,17 +43,24 @@ class Capture:
             if text:
                 self.texts.setdefault(choice.get("index", 0), []).append(text)
 
-    def feed_body(self, body: dict[str, Any]) -> None:
-        """Take the answer text of a buffered response."""
-        for choice in body.get("choices") or []:
-            message = choice.get("message")
-            text = message.get("content") if isinstance(message, dict) else choice.get("text")
-            if text:
-                self.texts[choice.get("index", 0)] = [text]
+    def feed_body(self, body: bytes) -> None:
+        """Keep a buffered response's bytes; ``answer`` parses them (in a worker thread)."""
+        self.body = body
 
     @property
     def answer(self) -> str:
         """The first choice's text (what the rubric scores)."""
+        if self.body is not None:
+            try:
+                choices = json.loads(self.body).get("choices") or []
+            except (ValueError, AttributeError):
+                choices = []
+            for choice in choices:
+                message = choice.get("message")
+                text = message.get("content") if isinstance(message, dict) else choice.get("text")
+                if text:
+                    self.texts[choice.get("index", 0)] = [text]
+            self.body = None
         parts = self.texts.get(0) or next(iter(self.texts.values()), [])
         return "".join(parts)
 

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from adapters.registry import InUse, RegistryError
+from adapters.registry import RegistryError
 from adapters.validation import AdapterInvalid
 from gateway.adapter_service import AdapterService
 from gateway.admin.protocol import (
@@ -18,7 +18,7 @@ from gateway.admin.protocol import (
     EventList,
     RegisterAdapterRequest,
 )
-from gateway.exceptions import Conflict, InvalidRequest, NotFound
+from gateway.exceptions import InvalidRequest, from_registry
 
 
 @contextmanager
@@ -28,12 +28,8 @@ def api_errors() -> Iterator[None]:
         yield
     except AdapterInvalid as exc:
         raise InvalidRequest(str(exc), param="path", code=exc.reason) from exc
-    except InUse as exc:
-        raise Conflict(str(exc), code=exc.reason) from exc
     except RegistryError as exc:
-        if exc.reason == "not_found":
-            raise NotFound(str(exc)) from exc
-        raise InvalidRequest(str(exc), code=exc.reason) from exc
+        raise from_registry(exc) from exc
 
 
 class AdminServing:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from gateway.dashboard.charts import score_chart, served_label, traffic_chart
-from gateway.evaluation.protocol import DashboardData, SampleRecord, ScoreSeries
+from gateway.evaluation.protocol import DashboardData, LoopJob, SampleRecord, ScoreSeries
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 TEMPLATES_DIR = PACKAGE_DIR / "templates"
@@ -49,11 +50,13 @@ class DashboardPages:
             clock=format_clock,
             grade=score_grade,
             served=served_label,
+            seconds=format_seconds,
+            job_tone=job_tone,
         )
         self._env.globals["css_version"] = self.stylesheet_version
 
     def dashboard(self, data: DashboardData, *, alias: str | None = None) -> str:
-        """The main page: traffic, quality, score charts, events and recent samples."""
+        """The main page: traffic, quality, score charts, the loop, events and samples."""
         total = sum(row.requests for row in data.traffic)
         errors = sum(row.errors for row in data.traffic)
         quality = sorted(data.summary.data, key=lambda s: (s.alias, s.version))
@@ -93,6 +96,7 @@ class DashboardPages:
                 ),
                 "feedback": sum(s.feedback for s in data.summary.data),
             },
+            "loop": loop_history(data.jobs),
             "events": [(event, detail_pairs(event.detail)) for event in data.events],
             "samples": [(s, request_preview(s.request)) for s in data.samples.data],
         }
@@ -162,11 +166,123 @@ def format_clock(at: datetime) -> str:
     return _utc(at).strftime("%H:%M:%S")
 
 
+def format_seconds(value: float | None) -> str:
+    if value is None:
+        return DASH
+    return f"{value:.1f} s" if value < 600 else f"{value / 60:.1f} min"
+
+
 def score_grade(value: float | None) -> str:
     """A CSS class for a 0..1 score or pass rate."""
     if value is None:
         return "none"
     return "good" if value >= 0.8 else "fair" if value >= 0.5 else "poor"
+
+
+# --- the retraining loop ------------------------------------------------------------------------
+JOB_TONES = {"promoted": "good", "rejected": "fair", "rolled_back": "fair", "failed": "poor"}
+"""The badge colour of a job's state; any other (queued, running, succeeded) is "active"."""
+
+
+@dataclass(frozen=True)
+class LoopStep:
+    """One step a retrain job reached, as plain text (the template escapes it)."""
+
+    name: str
+    value: str
+    notes: list[str] = field(default_factory=list)
+    seconds: float | None = None
+    tone: str = ""
+
+
+def _number(value: Any) -> float | None:
+    """A JSON value as a float, or None (the job's detail and verdict are free-form dicts)."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _signed(value: Any) -> str:
+    number = _number(value)
+    return DASH if number is None else f"{number:+.3f}"
+
+
+def job_tone(state: str) -> str:
+    return JOB_TONES.get(state, "active")
+
+
+def loop_steps(job: LoopJob) -> list[LoopStep]:
+    """The steps ``job`` reached: trigger → dataset → training → gate → canary."""
+    detail, verdict = job.detail, job.verdict
+    steps = [LoopStep("trigger", job.trigger)]
+    if job.dataset_hash is not None or "dataset" in detail:
+        short = job.dataset_hash[:8] if job.dataset_hash else DASH
+        steps.append(LoopStep("dataset", short, seconds=_number(detail.get("dataset"))))
+    if job.served_name is not None or "training" in detail:
+        steps.append(LoopStep("training", format_seconds(_number(detail.get("training")))))
+    if verdict is not None or "gate" in detail:
+        steps.append(_gate_step(verdict or {}, _number(detail.get("gate"))))
+    numbers = detail.get("canary_numbers")
+    if isinstance(numbers, dict) or "canary" in detail:
+        numbers = numbers if isinstance(numbers, dict) else {}
+        samples = _number(numbers.get("canary_samples"))
+        value = f"{samples:.0f} samples" if samples is not None else DASH
+        note = (
+            f"canary {format_score(_number(numbers.get('canary_mean')))} vs "
+            f"champion {format_score(_number(numbers.get('champion_mean')))}"
+        )
+        steps.append(LoopStep("canary", value, [note], _number(detail.get("canary"))))
+    return steps
+
+
+def _gate_step(verdict: dict[str, Any], seconds: float | None) -> LoopStep:
+    if not verdict:
+        return LoopStep("gate", DASH, seconds=seconds)
+    value = (
+        f"champion {format_score(_number(verdict.get('mean_champion')))} vs "
+        f"challenger {format_score(_number(verdict.get('mean_challenger')))}"
+    )
+    n = _number(verdict.get("n"))
+    notes = [
+        f"Δ {_signed(verdict.get('mean_diff'))} · 95% CI "
+        f"[{_signed(verdict.get('ci_low'))}, {_signed(verdict.get('ci_high'))}]"
+        + (f" · n={n:.0f}" if n is not None else "")
+    ]
+    rates = verdict.get("check_pass_rates")
+    for check, pair in rates.items() if isinstance(rates, dict) else ():
+        if isinstance(pair, dict):
+            champion, challenger = _number(pair.get("champion")), _number(pair.get("challenger"))
+            notes.append(f"{check} {format_pct(champion)} → {format_pct(challenger)}")
+    shadow, live = _number(verdict.get("shadow_mean")), _number(verdict.get("champion_live_mean"))
+    if shadow is not None or live is not None:
+        notes.append(f"shadow {format_score(shadow)} vs live {format_score(live)}")
+    promote = verdict.get("promote") is True
+    notes.append("promote" if promote else str(verdict.get("reason") or "rejected"))
+    return LoopStep("gate", value, notes, seconds, tone="good" if promote else "fair")
+
+
+def final_note(job: LoopJob, steps: list[LoopStep]) -> str:
+    """Where a failed job stopped, or that an active one is still going."""
+    if job.state == "failed":
+        return f"after {steps[-1].name}" if len(steps) > 1 else "before the dataset"
+    return "in progress" if job_tone(job.state) == "active" else ""
+
+
+LoopEntry = tuple[LoopJob, list[LoopStep], str]
+
+
+def loop_history(jobs: list[LoopJob]) -> list[tuple[str, list[LoopEntry]]]:
+    """Jobs grouped by alias (sorted), newest first within each: (job, its steps, final note)."""
+    grouped: dict[str, list[LoopJob]] = defaultdict(list)
+    for job in jobs:
+        grouped[job.alias].append(job)
+    history = []
+    for alias in sorted(grouped):
+        newest = sorted(grouped[alias], key=lambda j: (_utc(j.created_at), j.id), reverse=True)
+        entries = []
+        for job in newest:
+            steps = loop_steps(job)
+            entries.append((job, steps, final_note(job, steps)))
+        history.append((alias, entries))
+    return history
 
 
 # --- sample content -----------------------------------------------------------------------------

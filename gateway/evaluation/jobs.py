@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +35,10 @@ class AliasDrift:
     epoch: str
     version: str | None
     result: DriftResult
+    previous: str  # the state before this check
+
+
+OnDrift = Callable[[str], Awaitable[None]]  # an alias entered "drift" (the loop's retrain)
 
 
 def _streams(items: list[ScoredItem]) -> tuple[list[float], dict[str, list[bool | None]]]:
@@ -54,8 +59,16 @@ def _streams(items: list[ScoredItem]) -> tuple[list[float], dict[str, list[bool 
 
 
 class EvalJobs:
-    def __init__(self, service: EvalService, *, reports_dir: Path, retention_days: float):
+    def __init__(
+        self,
+        service: EvalService,
+        *,
+        reports_dir: Path,
+        retention_days: float,
+        on_drift: OnDrift | None = None,
+    ) -> None:
         self._service = service
+        self.on_drift = on_drift
         self._store = service.store
         self._reports = reports_dir
         self._retention = timedelta(days=retention_days)
@@ -68,6 +81,9 @@ class EvalJobs:
         for alias, active in self._service.active_rubrics().items():
             drift = await asyncio.to_thread(self._check, alias, active.record.epoch)
             out.append(drift)
+            entered = drift.result.state == "drift" and drift.previous != "drift"
+            if entered and self.on_drift is not None:
+                await self.on_drift(alias)
         return out
 
     def _check(self, alias: str, epoch: str) -> AliasDrift:
@@ -113,7 +129,7 @@ class EvalJobs:
                 metrics.child(metrics.eval.drift_state, alias, previous).set(0)
             self._gauged[alias] = version
             metrics.child(metrics.eval.drift_state, alias, version).set(STATE_VALUE[result.state])
-        return AliasDrift(alias, epoch, version, result)
+        return AliasDrift(alias, epoch, version, result, previous=row["state"])
 
     async def restart_baseline(self, alias: str, *, reason: str) -> None:
         """Promotion or an operator's acknowledgement: only scores from now on count."""

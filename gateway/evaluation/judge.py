@@ -1,24 +1,14 @@
-"""The llm_judge's model call, through the gateway's own internal completion path.
-
-The request is marked internal: it is routed like any other (aliases, adapters, replicas) but
-never sampled, never counted in client metrics and never logged as a client's request.
-"""
+"""The llm_judge's model call, through the gateway's own internal completion path."""
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 from collections.abc import Callable
 
 from eval.rubrics import JudgeCall, JudgeReply, parse_judge_reply
-from gateway.context import RequestContext
+from gateway.internal import internal_chat
 from gateway.metrics import GatewayMetrics
-from gateway.openai.serving import JSONResult, OpenAIServing
-
-
-class JudgeFailed(RuntimeError):
-    """The judge model did not answer with a usable reply."""
+from gateway.openai.serving import OpenAIServing
 
 
 class InternalJudge:
@@ -50,18 +40,11 @@ class InternalJudge:
             },
             "json_validation": "report",
         }
-        ctx = RequestContext(request_id=f"judge-{uuid.uuid4().hex}", internal=True)
         started = time.perf_counter()
         try:
-            result = await self._serving().create_chat_completion(json.dumps(body).encode(), ctx)
+            answer = await internal_chat(self._serving(), body, purpose="judge")
         finally:
             self._metrics.eval.judge_seconds.observe(time.perf_counter() - started)
-            tokens = (ctx.prompt_tokens or 0) + (ctx.completion_tokens or 0)
-            if tokens:
-                self._spend(model, tokens)
-        if not isinstance(result, JSONResult) or result.status != 200:
-            status = getattr(result, "status", "stream")
-            raise JudgeFailed(f"judge model {model} answered {status}")
-        choices = json.loads(result.body).get("choices") or [{}]
-        text = (choices[0].get("message") or {}).get("content") or ""
-        return parse_judge_reply(text, tokens=tokens)
+        if answer.tokens:
+            self._spend(model, answer.tokens)
+        return parse_judge_reply(answer.text, tokens=answer.tokens)

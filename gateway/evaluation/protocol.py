@@ -148,6 +148,22 @@ class EventRow(BaseModel):
     detail: dict[str, Any]
 
 
+class LoopJob(BaseModel):
+    """One retrain job as the dashboard's loop history shows it."""
+
+    id: int
+    alias: str
+    state: str
+    trigger: str
+    dataset_hash: str | None = None
+    served_name: str | None = None
+    verdict: dict[str, Any] | None = None
+    error: str | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
 class DashboardData(BaseModel):
     """Everything the dashboard page draws, fetched in one call."""
 
@@ -157,3 +173,4 @@ class DashboardData(BaseModel):
     scores: list[ScoreSeries]
     events: list[EventRow]
     samples: SamplePage
+    jobs: list[LoopJob] = Field(default_factory=list, description="Retrain jobs, newest first.")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,9 +19,18 @@ from typing import Any
 
 from eval.drift import DriftConfig
 from eval.pii import Scrubber
-from eval.rubrics import Rubric, RubricError, ScoreInput, Scorer, evaluator_epoch, parse_rubric
+from eval.rubrics import (
+    Rubric,
+    RubricError,
+    ScoreInput,
+    Scorer,
+    ScoreResult,
+    evaluator_epoch,
+    parse_rubric,
+)
 from eval.sampling import SamplingPolicy
 from eval.store import EvalStore
+from gateway.context import RequestContext
 from gateway.evaluation.budget import HourlyBudget
 from gateway.evaluation.protocol import FeedbackRecord, FeedbackRequest, RubricRecord
 from gateway.exceptions import InvalidRequest, NotFound
@@ -37,6 +47,7 @@ class EvalConfig:
     policy: SamplingPolicy
     drift: DriftConfig
     queue_size: int = 1000
+    max_samples_per_second: float = 20.0  # the consumer's pace: its CPU stays bounded
     judge_tokens_per_hour: int = 20000
     recent_ids: int = 100_000  # request ids remembered for feedback's 404 decision
     default_judge_model: str | None = None  # for llm_judge checks that name no model
@@ -62,6 +73,20 @@ class ActiveRubric:
     record: RubricRecord
 
 
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A sample scrubbed and through its synchronous checks, waiting for the judge and the
+    database."""
+
+    item: _Item
+    request: dict[str, Any]
+    answer: str
+    active: ActiveRubric | None
+    scored: ScoreInput | None
+    outcomes: dict[str, Any]
+
+
+BATCH_SIZE = 64  # samples scrubbed, scored and stored per worker-thread hop and transaction
 MAX_STORED_CHARS = 32768  # per string: bounds scrubbing time and the store's growth
 
 
@@ -113,6 +138,7 @@ class EvalService:
         self._rubrics: dict[str, ActiveRubric] = {}
         self._budget = HourlyBudget(config.judge_tokens_per_hour)
         self._consumer: asyncio.Task[None] | None = None
+        self._dropped_full = self._m.dropped.labels("queue_full")
         self.decisions: dict[str, int] = {}
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -140,21 +166,27 @@ class EvalService:
         self._metrics.child(self._m.samples, alias, version, decision).inc()
         self.decisions[decision] = self.decisions.get(decision, 0) + 1
 
-    def decide(self, alias: str, request_id: str) -> bool:
-        """Sample this request? Also remembers the id for feedback. Called after routing."""
-        self._recent[request_id] = (alias, "")
+    def decide(self, ctx: RequestContext) -> bool:
+        """Sample this request? Called right after routing; also remembers the id (and what
+        answered it) for feedback. A full queue is a "no" here, before anything is captured."""
+        self._recent[ctx.request_id] = (ctx.model, ctx.version)
         if len(self._recent) > self.config.recent_ids:
             self._recent.popitem(last=False)
-        sampled = self.config.policy.decide(alias, request_id)
-        if not sampled:
-            self._count(alias, alias, "not_sampled")
-        return sampled
+        if not self.config.policy.decide(ctx.model, ctx.request_id):
+            self._count(ctx.model, ctx.version, "not_sampled")
+            return False
+        if self._queue.full():
+            self._drop(ctx.model, ctx.version)
+            return False
+        return True
+
+    def _drop(self, alias: str, version: str) -> None:
+        self._count(alias, version, "queue_full")
+        self._dropped_full.inc()
 
     def __call__(self, done: FinishedRequest) -> None:
         """Observer: queue a sampled request that was answered, without waiting."""
         capture, ctx = done.capture, done.ctx
-        if ctx.request_id in self._recent:
-            self._recent[ctx.request_id] = (ctx.model, ctx.version)
         if capture is None:
             return
         if ctx.status != 200:
@@ -173,69 +205,95 @@ class EvalService:
         )
         try:
             self._queue.put_nowait(item)
-        except asyncio.QueueFull:
-            self._count(capture.alias, ctx.version, "queue_full")
-            self._m.dropped.labels("queue_full").inc()
+        except asyncio.QueueFull:  # filled while the request ran
+            self._drop(capture.alias, ctx.version)
             return
         self._count(capture.alias, ctx.version, "sampled")
         self._m.queue_depth.set(self._queue.qsize())
 
     # --- the consumer --------------------------------------------------------------------------
     async def _consume(self) -> None:
+        """Take what is queued in batches: one worker-thread hop to scrub and run the
+        synchronous checks of a whole batch, one transaction to store it."""
         while True:
-            item = await self._queue.get()
+            items = [await self._queue.get()]
+            while len(items) < BATCH_SIZE and not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            started = time.perf_counter()
             try:
-                await self._process(item)
-            except Exception:  # one bad sample must not stop evaluation; it is counted
-                self._m.dropped.labels("error").inc()
-                logger.exception("event=eval_sample_failed request_id=%s", item.request_id)
+                await self._process(items)
+            except Exception:  # a bad batch must not stop evaluation; it is counted
+                self._m.dropped.labels("error").inc(len(items))
+                logger.exception(
+                    "event=eval_batch_failed samples=%d first_request_id=%s",
+                    len(items),
+                    items[0].request_id,
+                )
             finally:
-                self._queue.task_done()
+                for _ in items:
+                    self._queue.task_done()
                 self._m.queue_depth.set(self._queue.qsize())
+            # Pace: evaluation shares the gateway's cores; past this rate the queue fills and
+            # new samples are dropped and counted rather than slowing every request.
+            pause = len(items) / self.config.max_samples_per_second
+            await asyncio.sleep(max(0.0, pause - (time.perf_counter() - started)))
 
-    async def _process(self, item: _Item) -> None:
+    def _prepare(self, item: _Item) -> _Prepared:
+        """Scrub one sample and run its rubric's synchronous checks (in a worker thread)."""
         capture = item.capture
         raw = _clip([capture.request, capture.answer, [c["text"] for c in capture.retrieved]])
-        request, answer, chunks = await asyncio.to_thread(self._scrubber.scrub_value, raw)
-        score = None
+        request, answer, chunks = self._scrubber.scrub_value(raw)
         active = self._rubrics.get(capture.alias)
+        scored = None
         if active is not None:
-            allow_judge = self._budget.available()
-            if not allow_judge and any(c.type == "llm_judge" for c in active.rubric.checks):
-                self._count(capture.alias, capture.version, "judge_budget")
-            result = await self._scorer.score(
-                active.rubric,
-                ScoreInput(
-                    sample_id=item.request_id,
-                    question=_question(request),
-                    messages=request.get("messages"),
-                    answer=answer,
-                    context=list(chunks),
-                ),
-                epoch=active.record.epoch,
-                allow_judge=allow_judge,
+            scored = ScoreInput(
+                sample_id=item.request_id,
+                question=_question(request),
+                messages=request.get("messages"),
+                answer=answer,
+                context=list(chunks),
             )
-            score = {
-                "epoch": result.epoch,
-                "total": result.total,
-                "checks": [check.model_dump() for check in result.checks],
+            outcomes = self._scorer.evaluate_sync(active.rubric, scored)
+            return _Prepared(item, request, answer, active, scored, outcomes)
+        return _Prepared(item, request, answer, None, scored, {})
+
+    async def _process(self, items: list[_Item]) -> None:
+        prepared = await asyncio.to_thread(lambda: [self._prepare(item) for item in items])
+        batch = []
+        for ready in prepared:
+            item, capture, score = ready.item, ready.item.capture, None
+            if ready.active is not None and ready.scored is not None:
+                allow_judge = self._budget.available()
+                if not allow_judge and any(
+                    c.type == "llm_judge" for c in ready.active.rubric.checks
+                ):
+                    self._count(capture.alias, capture.version, "judge_budget")
+                result = await self._scorer.finish(
+                    ready.active.rubric, ready.scored, ready.outcomes,
+                    epoch=ready.active.record.epoch, allow_judge=allow_judge,
+                )  # fmt: skip
+                score = {
+                    "epoch": result.epoch,
+                    "total": result.total,
+                    "checks": [check.model_dump() for check in result.checks],
+                }
+                self._observe(capture, result.total, score["checks"])
+            sample = {
+                "request_id": item.request_id,
+                "at": item.at,
+                "alias": capture.alias,
+                "version": capture.version,
+                "endpoint": item.endpoint,
+                "request": ready.request,
+                "response": ready.answer,
+                "retrieved": [str(c["id"]) for c in capture.retrieved],
+                "status": item.status,
+                "latency_ms": item.latency_ms,
+                "prompt_tokens": item.prompt_tokens,
+                "completion_tokens": item.completion_tokens,
             }
-            self._observe(capture, result.total, score["checks"])
-        sample = {
-            "request_id": item.request_id,
-            "at": item.at,
-            "alias": capture.alias,
-            "version": capture.version,
-            "endpoint": item.endpoint,
-            "request": request,
-            "response": answer,
-            "retrieved": [str(c["id"]) for c in capture.retrieved],
-            "status": item.status,
-            "latency_ms": item.latency_ms,
-            "prompt_tokens": item.prompt_tokens,
-            "completion_tokens": item.completion_tokens,
-        }
-        await asyncio.to_thread(self.store.add_sample, sample, score)
+            batch.append((sample, score))
+        await asyncio.to_thread(self.store.add_samples, batch)
 
     def _observe(self, capture: Capture, total: float | None, checks: list[dict]) -> None:
         if total is not None:
@@ -245,6 +303,35 @@ class EvalService:
                 self._metrics.child(
                     self._m.check_failures, capture.alias, capture.version, check["name"]
                 ).inc()
+
+    def scrub(self, text: str) -> str:
+        return self._scrubber.scrub(text)
+
+    async def score_answer(
+        self,
+        alias: str,
+        *,
+        sample_id: str,
+        messages: list[dict[str, Any]],
+        answer: str,
+        reference: str | None = None,
+    ) -> ScoreResult | None:
+        """Score an answer that is not a live sample (the gate, a shadow) with the alias's
+        rubric; ``None`` when the alias has none."""
+        active = self._rubrics.get(alias)
+        if active is None:
+            return None
+        item = ScoreInput(
+            sample_id=sample_id,
+            question=_question({"messages": messages}),
+            messages=messages,
+            answer=answer,
+            context=[],
+            reference=reference,
+        )
+        return await self._scorer.score(
+            active.rubric, item, epoch=active.record.epoch, allow_judge=self._budget.available()
+        )
 
     def spend_judge_tokens(self, alias: str, tokens: int) -> None:
         self._budget.spend(tokens)

@@ -6,6 +6,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from adapters.registry import EventRecord
 from eval.store import SampleQuery
@@ -13,6 +14,7 @@ from gateway.evaluation.protocol import (
     DashboardData,
     EvalSummary,
     EventRow,
+    LoopJob,
     SamplePage,
     SampleRecord,
     ScorePoint,
@@ -39,6 +41,7 @@ class EvalViews:
         self._store = service.store
         self._traffic = traffic
         self._events = events  # (limit) -> the audit log, newest first
+        self.retrain_jobs: Callable[[int], list[Any]] | None = None  # (limit) -> loop jobs
 
     async def summary(self) -> EvalSummary:
         return await asyncio.to_thread(self._summary)
@@ -148,6 +151,11 @@ class EvalViews:
         scores = await asyncio.to_thread(self._series, alias)
         samples = await self.samples(SampleQuery(alias=alias, limit=sample_limit))
         events = await asyncio.to_thread(self._events, 30)
+        jobs = (
+            await asyncio.to_thread(self.retrain_jobs, 20) if self.retrain_jobs is not None else []
+        )
+        if alias is not None:
+            jobs = [job for job in jobs if job.alias == alias]
         traffic = self._traffic.rows()
         if alias is not None:
             summary.data = [row for row in summary.data if row.alias == alias]
@@ -161,4 +169,5 @@ class EvalViews:
                 EventRow(at=e.at, kind=e.kind, subject=e.subject, detail=e.detail) for e in events
             ],
             samples=samples,
+            jobs=[LoopJob.model_validate(job, from_attributes=True) for job in jobs],
         )

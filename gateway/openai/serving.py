@@ -34,8 +34,8 @@ from retrieval.collections import Hit
 RequestT = TypeVar("RequestT", bound=GenerationRequest)
 _FORWARD_HEADERS = {"content-type": "application/json"}
 
-# (what the client called, request id) -> sample this request? Decided right after routing.
-SampleDecision = Callable[[str, str], bool]
+# Sample this request? Decided right after routing (ctx.model and ctx.version are set).
+SampleDecision = Callable[[RequestContext], bool]
 
 
 @dataclass(slots=True)
@@ -144,7 +144,7 @@ class OpenAIServing:
             result = await self._forward(endpoint, request, ctx, path, route, cited, capture)
             handed_to_stream = isinstance(result, StreamResult)
             if capture is not None and isinstance(result, JSONResult) and result.status == 200:
-                capture.feed_body(json.loads(result.body))
+                capture.feed_body(result.body)
             return result
         except GatewayError as exc:
             ctx.status = exc.status_code
@@ -155,7 +155,7 @@ class OpenAIServing:
 
     def _capture(self, request: GenerationRequest, ctx: RequestContext) -> Capture | None:
         """For a sampled request, what the client asked, kept before grounding changes it."""
-        if ctx.internal or self._sample is None or not self._sample(ctx.model, ctx.request_id):
+        if ctx.internal or self._sample is None or not self._sample(ctx):
             return None
         if isinstance(request, ChatCompletionRequest):
             asked = {"messages": [m.model_dump(exclude_none=True) for m in request.messages]}

@@ -18,6 +18,7 @@ from gateway.evaluation.protocol import (
     DashboardData,
     EvalSummary,
     EventRow,
+    LoopJob,
     SamplePage,
     SampleRecord,
     ScorePoint,
@@ -83,10 +84,88 @@ def sample(
     )
 
 
+TRAINER_ERROR = "RuntimeError: the trainer exited with 1 (log: /data/loop/jobs/job-6.log)"
+
+
+def loop_jobs(now: datetime = NOW) -> list[LoopJob]:
+    """Three retrain jobs, newest first: promoted, failed in training, rejected by the gate."""
+    return [
+        LoopJob(
+            id=7,
+            alias="extract",
+            state="promoted",
+            trigger="drift",
+            dataset_hash="9c1e0b7d4a2f6e13",
+            served_name="extract@v5",
+            verdict={
+                "promote": True,
+                "reason": "promote: mean diff +0.215, 95% CI [+0.171, +0.262]",
+                "mean_champion": 0.688,
+                "mean_challenger": 0.903,
+                "mean_diff": 0.215,
+                "ci_low": 0.171,
+                "ci_high": 0.262,
+                "check_pass_rates": {"valid_json": {"champion": 0.88, "challenger": 1.0}},
+                "shadow_mean": 0.911,
+                "champion_live_mean": 0.702,
+                "n": 40,
+            },
+            created_at=now - timedelta(minutes=20),
+            finished_at=now - timedelta(minutes=1),
+            detail={
+                "dataset": 3.2,
+                "training": 412.7,
+                "gate": 58.4,
+                "canary": 95.0,
+                "canary_numbers": {
+                    "canary_samples": 12,
+                    "canary_mean": 0.897,
+                    "champion_mean": 0.705,
+                },
+            },
+        ),
+        LoopJob(
+            id=6,
+            alias="support-bot",
+            state="failed",
+            trigger="schedule",
+            dataset_hash="51ab07c2e9d84f60",
+            error=TRAINER_ERROR,
+            created_at=now - timedelta(hours=2),
+            finished_at=now - timedelta(hours=2) + timedelta(minutes=3),
+            detail={"dataset": 2.5},
+        ),
+        LoopJob(
+            id=5,
+            alias="extract",
+            state="rejected",
+            trigger="manual",
+            dataset_hash="e4f00a91c3b2d775",
+            served_name="extract@v4-job5",
+            verdict={
+                "promote": False,
+                "reason": "reject: 95% CI [-0.041, +0.015] of the mean diff includes 0",
+                "mean_champion": 0.905,
+                "mean_challenger": 0.892,
+                "mean_diff": -0.013,
+                "ci_low": -0.041,
+                "ci_high": 0.015,
+                "check_pass_rates": {},
+                "shadow_mean": None,
+                "champion_live_mean": None,
+                "n": 40,
+            },
+            created_at=now - timedelta(hours=5),
+            finished_at=now - timedelta(hours=4),
+            detail={"dataset": 4.1, "training": 388.0, "gate": 61.9},
+        ),
+    ]
+
+
 def demo_data(
     *, now: datetime = NOW, extra_samples: list[SampleRecord] | None = None
 ) -> DashboardData:
-    """Two aliases (one drifting after a canary), traffic, events and a page of samples."""
+    """Two aliases (one drifting after a canary), traffic, events, samples and loop jobs."""
     minutes = 30
 
     def wave(base: int, step: int) -> list[int]:
@@ -254,6 +333,7 @@ def demo_data(
             ),
         ],  # fmt: skip
         samples=SamplePage(data=samples + (extra_samples or [])),
+        jobs=loop_jobs(now),
     )
 
 

@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 
 from gateway.dashboard import DashboardPages, auth
 from gateway.dashboard.charts import nice_ticks, score_chart, traffic_chart
-from gateway.evaluation.protocol import DashboardData, EvalSummary, SamplePage
-from tests.gateway.dashboard_fakes import NOW, dashboard_app, demo_data, sample
+from gateway.evaluation.protocol import DashboardData, EvalSummary, LoopJob, SamplePage
+from tests.gateway.dashboard_fakes import NOW, TRAINER_ERROR, dashboard_app, demo_data, sample
 from tests.helpers import ADMIN_TOKEN
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -154,6 +154,101 @@ def test_empty_dashboard_renders(pages: DashboardPages) -> None:
     html = pages.dashboard(empty)
     assert "No samples scored yet." in html and "No events yet." in html
     assert "no requests in the window" in html
+    assert "No retrain jobs yet." in loop_section(html)
+
+
+# --- the retraining loop -------------------------------------------------------------------
+def loop_section(html: str) -> str:
+    match = re.search(r'<section class="card" id="loop">.*?</section>', html, flags=re.S)
+    assert match is not None
+    return match.group(0)
+
+
+def loop_jobs_html(html: str) -> dict[int, str]:
+    """Each job's card in the loop section, by job id, in page order."""
+    pieces = loop_section(html).split('id="job-')[1:]
+    return {int(piece.split('"', 1)[0]): piece for piece in pieces}
+
+
+def test_loop_section_shows_each_jobs_steps_per_alias_newest_first(
+    pages: DashboardPages,
+) -> None:
+    html = pages.dashboard(demo_data())
+    section = loop_section(html)
+    assert "No retrain jobs yet." not in section
+    assert section.index('data-alias="extract"') < section.index('data-alias="support-bot"')
+    jobs = loop_jobs_html(html)
+    assert list(jobs) == [7, 5, 6]  # extract newest first, then support-bot
+
+    promoted = jobs[7]
+    assert re.search(r'class="badge job-good">promoted<', promoted)
+    assert 'class="badge trigger">drift<' in promoted and "extract@v5" in promoted
+    assert ">9c1e0b7d<" in promoted and "9c1e0b7d4a" not in promoted  # the short hash
+    assert "3.2 s" in promoted and "412.7 s" in promoted and "58.4 s" in promoted
+    assert "champion 0.688 vs challenger 0.903" in promoted
+    assert "95% CI [+0.171, +0.262]" in promoted and "n=40" in promoted
+    assert "valid_json 88% → 100%" in promoted
+    assert "shadow 0.911 vs live 0.702" in promoted
+    assert ">promote<" in promoted
+    assert "12 samples" in promoted and "canary 0.897 vs champion 0.705" in promoted
+    names = re.findall(r'class="step-name">(\w+)', promoted)
+    assert names == ["trigger", "dataset", "training", "gate", "canary", "state"]
+
+    rejected = jobs[5]
+    assert re.search(r'class="badge job-fair">rejected<', rejected)
+    assert 'class="badge trigger">manual<' in rejected
+    assert "champion 0.905 vs challenger 0.892" in rejected
+    assert "95% CI [-0.041, +0.015]" in rejected
+    assert "reject: 95% CI [-0.041, +0.015] of the mean diff includes 0" in rejected
+    assert ">promote<" not in rejected
+    names = re.findall(r'class="step-name">(\w+)', rejected)
+    assert names == ["trigger", "dataset", "training", "gate", "state"]  # no canary
+
+    failed = jobs[6]
+    assert re.search(r'class="badge job-poor">failed<', failed)
+    assert ">51ab07c2<" in failed and "after dataset" in failed
+    assert 'class="job-error">' + TRAINER_ERROR in failed
+    names = re.findall(r'class="step-name">(\w+)', failed)
+    assert names == ["trigger", "dataset", "state"]
+    assert "job-error" not in promoted and "job-error" not in rejected
+
+
+def test_loop_active_and_rolled_back_jobs_have_their_colours(pages: DashboardPages) -> None:
+    data = demo_data()
+    data.jobs = [
+        LoopJob(id=9, alias="extract", state="running", trigger="manual", created_at=NOW,
+                dataset_hash="abcdef0123456789", detail={"dataset": 1.0}),
+        LoopJob(id=8, alias="extract", state="rolled_back", trigger="drift",
+                created_at=NOW - timedelta(hours=1), verdict=data.jobs[0].verdict,
+                detail={"canary_numbers": {"canary_samples": 3, "canary_mean": 0.5,
+                                           "champion_mean": 0.9}}),
+    ]  # fmt: skip
+    jobs = loop_jobs_html(pages.dashboard(data))
+    assert re.search(r'class="badge job-active">running<', jobs[9])
+    assert "in progress" in jobs[9] and ">abcdef01<" in jobs[9]
+    assert re.search(r'class="badge job-fair">rolled_back<', jobs[8])
+    assert "3 samples" in jobs[8] and "canary 0.500 vs champion 0.900" in jobs[8]
+
+
+def test_loop_jobs_text_is_escaped(pages: DashboardPages) -> None:
+    data = demo_data()
+    data.jobs[1].error = f"RuntimeError: {EVIL}"
+    data.jobs[2].verdict["reason"] = EVIL
+    data.jobs[2].served_name = EVIL
+    data.jobs[0].trigger = EVIL
+    html = pages.dashboard(data)
+    assert "<script" not in html
+    jobs = loop_jobs_html(html)
+    escaped = "&lt;script&gt;alert(&#34;pwned&#34;)&lt;/script&gt;"
+    assert f'class="job-error">RuntimeError: {escaped}' in jobs[6]
+    assert escaped in jobs[5] and escaped in jobs[7]
+
+
+def test_loop_shows_the_empty_message_without_jobs(pages: DashboardPages) -> None:
+    data = demo_data()
+    data.jobs = []
+    section = loop_section(pages.dashboard(data))
+    assert "No retrain jobs yet." in section and "job-" not in section
 
 
 # --- sessions ------------------------------------------------------------------------------

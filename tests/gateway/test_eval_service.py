@@ -4,6 +4,7 @@ queued, what is dropped and counted, what a full queue does to a request (nothin
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 from eval.drift import DriftConfig
@@ -40,7 +41,9 @@ def finished(request_id: str, *, status: int = 200, text: str = "ok") -> Finishe
         version="extract@v1",
         request={"messages": [{"role": "user", "content": "hi"}]},
     )
-    capture.feed_body({"choices": [{"index": 0, "message": {"content": text}}]})
+    capture.feed_body(
+        json.dumps({"choices": [{"index": 0, "message": {"content": text}}]}).encode()
+    )
     return FinishedRequest("chat", ctx, capture)
 
 
@@ -56,8 +59,9 @@ def test_a_full_queue_drops_and_counts_without_waiting(tmp_path: Path) -> None:
     async def run() -> None:
         svc, metrics = service(tmp_path, queue_size=2)  # consumer not started: nothing drains
         for n in range(5):
-            assert svc.decide("extract", f"r{n}")
-            svc(finished(f"r{n}"))
+            done = finished(f"r{n}")
+            if svc.decide(done.ctx):
+                svc(done)
         assert svc.queue_depth == 2
         assert counted(metrics, "sampled") == 2 and counted(metrics, "queue_full") == 3
         assert (
@@ -74,10 +78,10 @@ def test_answers_are_stored_scrubbed_failures_are_not_stored(tmp_path: Path) -> 
     async def run() -> EvalStore:
         svc, metrics = service(tmp_path)
         await svc.start()
-        svc.decide("extract", "good")
-        svc(finished("good", text="mail me at ana@example.com"))
-        svc.decide("extract", "failed")
-        svc(finished("failed", status=502))
+        for done in (finished("good", text="mail me at ana@example.com"),
+                     finished("failed", status=502)):  # fmt: skip
+            assert svc.decide(done.ctx)
+            svc(done)
         await svc.close()
         assert counted(metrics, "not_sampled") == 1
         return svc.store

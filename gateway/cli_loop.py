@@ -1,0 +1,101 @@
+"""``tuneloop datasets|retrain|jobs``: the loop from the command line (over HTTP)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from gateway.cli_admin import UrlOption, admin_call, print_json
+
+datasets_app = typer.Typer(
+    help="Versioned training datasets per alias (scrubbed, deduplicated, frozen test set).",
+    no_args_is_help=True,
+)
+console = Console(stderr=True)
+_TERMINAL = {"failed", "rejected", "promoted", "rolled_back"}
+
+
+@datasets_app.command("import")
+def datasets_import(
+    alias: Annotated[str, typer.Argument(help="Alias the examples train.")],
+    file: Annotated[Path, typer.Argument(help="Chat-format JSONL ({'messages': [...]}).")],
+    url: UrlOption = None,
+) -> None:
+    """Import FILE as ALIAS's next dataset version; the first import freezes its test set."""
+    result = admin_call(
+        "POST",
+        f"/admin/datasets/{alias}?source={file.name}",
+        url,
+        text=file.read_text(),
+        content_type="application/x-ndjson",
+    )
+    print_json(result)
+
+
+@datasets_app.command("list")
+def datasets_list(
+    alias: Annotated[str | None, typer.Argument(help="Only this alias.")] = None,
+    url: UrlOption = None,
+) -> None:
+    """List dataset versions with their hash, lineage and counts."""
+    query = f"?alias={alias}" if alias else ""
+    print_json(admin_call("GET", f"/admin/datasets{query}", url)["data"])
+
+
+@datasets_app.command("show")
+def datasets_show(
+    alias: Annotated[str, typer.Argument(help="Alias.")],
+    version: Annotated[int, typer.Argument(help="Dataset version number.")],
+    url: UrlOption = None,
+) -> None:
+    """Show one dataset version."""
+    print_json(admin_call("GET", f"/admin/datasets/{alias}/{version}", url))
+
+
+@datasets_app.command("diff")
+def datasets_diff(
+    alias: Annotated[str, typer.Argument(help="Alias.")],
+    a: Annotated[int, typer.Argument(help="Older version.")],
+    b: Annotated[int, typer.Argument(help="Newer version.")],
+    url: UrlOption = None,
+) -> None:
+    """What changed between two versions of ALIAS's dataset."""
+    print_json(admin_call("GET", f"/admin/datasets/{alias}/{a}/diff/{b}", url))
+
+
+def retrain(
+    alias: Annotated[str, typer.Argument(help="Alias to retrain.")],
+    max_steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = False,
+    url: UrlOption = None,
+) -> None:
+    """Retrain ALIAS now: dataset, challenger, gate on the frozen set, canary, promotion."""
+    body: dict[str, object] = {"alias": alias}
+    if max_steps is not None:
+        body["max_steps"] = max_steps
+    job = admin_call("POST", "/admin/retrain", url, body)
+    if not wait:
+        print_json(job)
+        return
+    with console.status(f"job {job['id']}: {job['state']}") as status:
+        while job["state"] not in _TERMINAL:
+            time.sleep(2)
+            job = admin_call("GET", f"/admin/jobs/{job['id']}", url)
+            status.update(f"job {job['id']}: {job['state']}")
+    print_json(job)
+    if job["state"] != "promoted":
+        raise typer.Exit(1)
+
+
+def jobs(
+    alias: Annotated[str | None, typer.Option(help="Only this alias.")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    url: UrlOption = None,
+) -> None:
+    """List retrain jobs with their state, timings and gate verdict."""
+    query = f"?limit={limit}" + (f"&alias={alias}" if alias else "")
+    print_json(admin_call("GET", f"/admin/jobs{query}", url)["data"])

@@ -1,0 +1,386 @@
+"""The loop: drift (or an operator, or the schedule) -> dataset -> challenger -> gate -> canary.
+
+One retrain job per alias at a time (the job store enforces it in the database). Each step
+writes an audit event and the job's state and timings; the trainer is a separate, niced
+process with its own log. A challenger ships only when it beats the champion that serves now:
+on the frozen test set (paired bootstrap), check by check, on mirrored live traffic, and then
+as a canary on real traffic; otherwise it is recorded as rejected or rolled back, with the
+numbers behind the decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adapters.dataset_registry import DatasetRegistry, DatasetVersion
+from adapters.gate import GateConfig, GateVerdict, Scored, run_gate
+from adapters.jobs import JobConflict, JobRecord, JobStore
+from adapters.trainer_process import TrainerProcess, TrainRequest
+from gateway.adapter_service import AdapterService
+from gateway.evaluation.jobs import EvalJobs
+from gateway.evaluation.service import EvalService
+from gateway.exceptions import Conflict, InvalidRequest, NotFound
+from gateway.internal import internal_chat
+from gateway.loop.candidates import from_corrections, from_good_samples
+from gateway.loop.shadow import ShadowMirror
+from gateway.metrics import GatewayMetrics
+from gateway.openai.serving import OpenAIServing
+
+logger = logging.getLogger("tuneloop.loop")
+
+Conversation = list[dict[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class LoopConfig:
+    train_steps: int = 8
+    train_eval_every: int = 2
+    train_lr: float = 1e-3
+    train_timeout: float = 1800.0
+    candidate_min_score: float = 0.9
+    gate: GateConfig = field(default_factory=GateConfig)
+    generate_max_tokens: int = 64
+    shadow_share: float = 0.5
+    canary_share: int = 20
+    canary_samples: int = 10
+    canary_timeout: float = 600.0
+    canary_tolerance: float = 0.02
+    retrain_on_drift: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RetrainOptions:
+    """Per-job overrides (an operator's `POST /admin/retrain`)."""
+
+    max_steps: int | None = None
+    lr: float | None = None
+
+
+class LoopService:
+    def __init__(
+        self,
+        *,
+        jobs: JobStore,
+        datasets: DatasetRegistry,
+        trainer: TrainerProcess,
+        adapters: AdapterService,
+        evaluation: EvalService,
+        eval_jobs: EvalJobs,
+        shadow: ShadowMirror,
+        serving: Callable[[], OpenAIServing],
+        config: LoopConfig,
+        work_dir: Path,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self.jobs = jobs
+        self.datasets = datasets
+        self._trainer = trainer
+        self._adapters = adapters
+        self._eval = evaluation
+        self._eval_jobs = eval_jobs
+        self._shadow = shadow
+        self._serving = serving
+        self.config = config
+        self._work = work_dir
+        self._metrics = metrics
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        failed = await asyncio.to_thread(self.jobs.fail_interrupted, reason="gateway restarted")
+        if failed:
+            logger.warning("event=jobs_interrupted ids=%s", ",".join(map(str, failed)))
+
+    async def close(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await self._shadow.close()
+
+    # --- starting a job ------------------------------------------------------------------------
+    async def retrain(
+        self, alias: str, *, trigger: str, options: RetrainOptions | None = None
+    ) -> JobRecord:
+        """Queue a retrain of ``alias`` (409 while one is active) and start it in the background."""
+        if await asyncio.to_thread(self.datasets.latest, alias) is None:
+            raise InvalidRequest(
+                f"no dataset is imported for '{alias}': tuneloop datasets import {alias} FILE",
+                param="alias",
+            )
+        self._champion(alias)  # 400 when the alias is not on exactly one version
+        try:
+            job = await asyncio.to_thread(self.jobs.create, alias, trigger=trigger)
+        except JobConflict as exc:
+            raise Conflict(str(exc), param="alias") from exc
+        await self._event("loop_job_queued", alias, job=job.id, trigger=trigger)
+        self._metrics.child(self._metrics.loop_jobs, alias, "queued").inc()
+        task = asyncio.create_task(
+            self._run(job, options or RetrainOptions()), name=f"job-{job.id}"
+        )
+        self._tasks[job.id] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(job.id, None))
+        return job
+
+    async def retrain_all(self) -> None:
+        """The schedule: retrain every alias that has a dataset and no job running."""
+        aliases = {v.alias for v in await asyncio.to_thread(self.datasets.versions)}
+        for alias in sorted(aliases):
+            try:
+                await self.retrain(alias, trigger="schedule")
+            except (Conflict, InvalidRequest, NotFound) as exc:
+                logger.info("event=retrain_skipped alias=%s reason=%r", alias, exc.message)
+
+    def scrub(self, text: str) -> str:
+        """The eval scrubber: imported and production examples are scrubbed alike."""
+        return self._eval.scrub(text)
+
+    async def on_drift(self, alias: str) -> None:
+        """The drift check's hook: retrain when the alias can be retrained."""
+        if not self.config.retrain_on_drift:
+            return
+        try:
+            await self.retrain(alias, trigger="drift")
+        except (Conflict, InvalidRequest) as exc:
+            logger.info("event=retrain_skipped alias=%s reason=%r", alias, exc.message)
+
+    async def wait(self, job_id: int) -> None:
+        """Until the job's background task is done (tests, the CLI's --wait)."""
+        task = self._tasks.get(job_id)
+        if task is not None:
+            await asyncio.shield(task)
+
+    # --- the pipeline --------------------------------------------------------------------------
+    def _champion(self, alias: str) -> str:
+        targets = self._adapters.alias_targets(alias)
+        if targets is None:
+            raise NotFound(f"alias '{alias}' does not exist", param="alias")
+        if len(targets) != 1:
+            raise InvalidRequest(
+                f"alias '{alias}' is split over {sorted(targets)}: finish that canary first",
+                param="alias",
+            )
+        return next(iter(targets))
+
+    async def _event(self, kind: str, alias: str, **detail: Any) -> None:
+        """An audit event (off the event loop) and its log line."""
+        await asyncio.to_thread(self._adapters.registry.record, kind, alias, **detail)
+        logger.info(
+            "event=%s alias=%s %s", kind, alias, " ".join(f"{k}={v}" for k, v in detail.items())
+        )
+
+    async def _run(self, job: JobRecord, options: RetrainOptions) -> None:
+        alias, timings = job.alias, {}
+        try:
+            champion = self._champion(alias)
+            started = time.perf_counter()
+            dataset = await self._dataset(job)
+            timings["dataset"] = time.perf_counter() - started
+            await self._transition(job, "running", dataset_hash=dataset.hash, detail=timings)
+
+            started = time.perf_counter()
+            challenger = await self._train(job, dataset, champion, options)
+            timings["training"] = time.perf_counter() - started
+            await self._transition(job, "succeeded", served_name=challenger, detail=timings)
+
+            started = time.perf_counter()
+            verdict = await self._gate(alias, champion, challenger)
+            timings["gate"] = time.perf_counter() - started
+            await self._event("loop_gate", alias, job=job.id, promote=verdict.promote,
+                        reason=verdict.reason)  # fmt: skip
+            if not verdict.promote:
+                await self._transition(
+                    job, "rejected", verdict=verdict.model_dump(), detail=timings
+                )
+                return
+
+            started = time.perf_counter()
+            kept, numbers = await self._canary(alias, champion, challenger)
+            timings["canary"] = time.perf_counter() - started
+            state = "promoted" if kept else "rolled_back"
+            await self._transition(
+                job,
+                state,
+                verdict=verdict.model_dump(),
+                detail={**timings, "canary_numbers": numbers},
+            )
+        except asyncio.CancelledError:
+            await self._fail(job, "the gateway stopped during the job", timings)
+            raise
+        except Exception as exc:  # recorded on the job and logged; the champion keeps serving
+            logger.exception("event=loop_job_failed job=%d alias=%s", job.id, alias)
+            await self._fail(job, f"{type(exc).__name__}: {exc}", timings)
+
+    async def _transition(self, job: JobRecord, state: str, **fields: Any) -> None:
+        await asyncio.to_thread(self.jobs.transition, job.id, state, **fields)
+        self._metrics.child(self._metrics.loop_jobs, job.alias, state).inc()
+        said = {key: fields[key] for key in ("error", "served_name") if fields.get(key)}
+        await self._event(f"loop_job_{state}", job.alias, job=job.id, **said)
+
+    async def _fail(self, job: JobRecord, error: str, timings: dict) -> None:
+        current = await asyncio.to_thread(self.jobs.get, job.id)
+        if current.state in ("queued", "running", "succeeded"):
+            await self._transition(job, "failed", error=error, detail=timings)
+
+    async def _dataset(self, job: JobRecord) -> DatasetVersion:
+        """The alias's latest dataset plus corrections and well-scored answers from production."""
+        alias, store = job.alias, self._eval.store
+        latest = await asyncio.to_thread(self.datasets.latest, alias)
+        if latest is None:  # checked when the job was queued; an operator may have raced it
+            raise InvalidRequest(f"no dataset is imported for '{alias}'", param="alias")
+        candidates = await asyncio.to_thread(self.datasets.candidates_of, alias, latest.version)
+        new = from_corrections(await asyncio.to_thread(store.corrections, alias))
+        active = self._eval.active_rubrics().get(alias)
+        if active is not None:
+            rows = await asyncio.to_thread(
+                store.good_samples, alias, epoch=active.record.epoch,
+                min_score=self.config.candidate_min_score,
+            )  # fmt: skip
+            new += from_good_samples(rows)
+        # Corrections first among the new ones: on a contradiction a human correction wins.
+        version, removals = await asyncio.to_thread(
+            self.datasets.import_examples, alias, [*candidates, *new],
+            parents=[latest.hash], scrub=self._eval.scrub,
+        )  # fmt: skip
+        await self._event("loop_dataset", alias, job=job.id, version=version.version,
+                    hash=version.hash, added=len(new), removed=len(removals),
+                    counts=version.counts)  # fmt: skip
+        return version
+
+    async def _train(
+        self, job: JobRecord, dataset: DatasetVersion, champion: str, options: RetrainOptions
+    ) -> str:
+        """Train in a separate process, then register and load the challenger."""
+        root = self._adapters.adapter_root
+        root.mkdir(parents=True, exist_ok=True)
+        out = root / f"{job.alias}-job{job.id}-{time.strftime('%Y%m%d%H%M%S')}"
+        log_path = self._work / "jobs" / f"job-{job.id}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self.jobs.update, job.id, log_path=str(log_path))
+        lr = options.lr if options.lr is not None else self.config.train_lr
+        code = await self._trainer.run(
+            TrainRequest(
+                data=Path(dataset.path),
+                out=out,
+                max_steps=options.max_steps or self.config.train_steps,
+                eval_every=self.config.train_eval_every,
+                seed=job.id,
+                extra_args=("--lr", str(lr)),
+            ),
+            log_path=log_path,
+            timeout=self.config.train_timeout,
+        )
+        if code != 0:
+            raise RuntimeError(f"the trainer exited with {code} (log: {log_path})")
+        await asyncio.to_thread(self.jobs.update, job.id, adapter_path=str(out))
+        name = champion.split("@", 1)[0]
+        record = await self._adapters.register(name, out.name)
+        return record.served_name
+
+    async def _gate(self, alias: str, champion: str, challenger: str) -> GateVerdict:
+        """Frozen-set comparison, with shadow traffic mirrored meanwhile."""
+        frozen = await asyncio.to_thread(self.datasets.frozen, alias)
+        active = self._eval.active_rubrics().get(alias)
+        if active is None:
+            raise InvalidRequest(f"alias '{alias}' has no rubric to gate with", param="alias")
+        epoch = active.record.epoch
+        after = await asyncio.to_thread(self._eval.store.last_score_id)
+        self._shadow.watch(alias, challenger, share=self.config.shadow_share)
+        try:
+            verdict = await run_gate(
+                frozen, champion=champion, challenger=challenger, generate=self._generate,
+                score=lambda conversation, answer: self._score(alias, conversation, answer),
+                config=self.config.gate,
+            )  # fmt: skip
+        finally:
+            shadow_scores, failures = self._shadow.stop(alias)
+        if not verdict.promote or not shadow_scores:
+            return verdict
+        live = await asyncio.to_thread(
+            self._eval.store.version_scores, alias, champion, epoch=epoch, after_id=after
+        )
+        if not live:
+            return verdict
+        return with_shadow(verdict, shadow_scores, live, self.config.gate, failures)
+
+    async def _generate(self, model: str, messages: Conversation) -> str:
+        body = {"model": model, "messages": messages, "temperature": 0,
+                "max_tokens": self.config.generate_max_tokens}  # fmt: skip
+        return (await internal_chat(self._serving(), body, purpose="gate")).text
+
+    async def _score(self, alias: str, conversation: Conversation, answer: str) -> Scored:
+        result = await self._eval.score_answer(
+            alias, sample_id=f"gate-{hash(answer)}", messages=conversation[:-1], answer=answer,
+            reference=conversation[-1]["content"],
+        )  # fmt: skip
+        if result is None:
+            return Scored(total=None, checks={})
+        return Scored(total=result.total, checks={c.name: c.passed for c in result.checks})
+
+    async def _canary(
+        self, alias: str, champion: str, challenger: str
+    ) -> tuple[bool, dict[str, Any]]:
+        """A share of live traffic on the challenger; 100% when its live score holds."""
+        share = self.config.canary_share
+        await self._adapters.retarget(alias, {champion: 100 - share, challenger: share})
+        await self._event("loop_canary_started", alias, champion=champion, challenger=challenger,
+                    share=share)  # fmt: skip
+        active = self._eval.active_rubrics()[alias]
+        store, epoch = self._eval.store, active.record.epoch
+        after = await asyncio.to_thread(store.last_score_id)
+        deadline = time.monotonic() + self.config.canary_timeout
+        canary: list[float] = []
+        while time.monotonic() < deadline:
+            canary = await asyncio.to_thread(
+                store.version_scores, alias, challenger, epoch=epoch, after_id=after
+            )
+            if len(canary) >= self.config.canary_samples:
+                break
+            await asyncio.sleep(1.0)
+        base = await asyncio.to_thread(
+            store.version_scores, alias, champion, epoch=epoch, after_id=after
+        )
+        numbers = {
+            "canary_samples": len(canary),
+            "canary_mean": statistics.fmean(canary) if canary else None,
+            "champion_mean": statistics.fmean(base) if base else None,
+        }
+        floor = (
+            numbers["champion_mean"] - self.config.canary_tolerance
+            if numbers["champion_mean"] is not None
+            else None
+        )
+        holds = len(canary) >= self.config.canary_samples and (
+            floor is None or numbers["canary_mean"] >= floor
+        )
+        if holds:
+            await self._adapters.retarget(alias, {challenger: 100})
+            await self._eval_jobs.restart_baseline(alias, reason="promoted")
+            await self._event("loop_promoted", alias, challenger=challenger, **numbers)
+        else:
+            await self._adapters.retarget(alias, {champion: 100})
+            await self._event("loop_rolled_back", alias, challenger=challenger, **numbers)
+        return holds, numbers
+
+
+def with_shadow(
+    verdict: GateVerdict, shadow: list[float], live: list[float], config: GateConfig,
+    failures: int,
+) -> GateVerdict:  # fmt: skip
+    """The frozen-set verdict, refused when the shadow mean falls below the champion's live
+    mean (by more than the shadow tolerance)."""
+    shadow_mean, live_mean = statistics.fmean(shadow), statistics.fmean(live)
+    update: dict[str, Any] = {"shadow_mean": shadow_mean, "champion_live_mean": live_mean}
+    if shadow_mean < live_mean - config.shadow_tolerance:
+        update["promote"] = False
+        update["reason"] = (
+            f"reject: shadow mean {shadow_mean:.3f} over {len(shadow)} mirrored requests "
+            f"({failures} failed) below the champion's live mean {live_mean:.3f}"
+        )
+    return verdict.model_copy(update=update)

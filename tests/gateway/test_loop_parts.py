@@ -1,0 +1,92 @@
+"""The loop's gateway-side parts that need no engine: production candidates and the shadow
+mirror's bookkeeping (bounded, failures counted, never raised into a request)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.context import RequestContext
+from gateway.loop.candidates import from_corrections, from_good_samples
+from gateway.loop.shadow import ShadowMirror
+from gateway.observers import Capture, FinishedRequest
+
+ASKED = {"messages": [{"role": "system", "content": "Answer in JSON."},
+                      {"role": "user", "content": "Ana is 30 and lives in Rome."}]}  # fmt: skip
+
+
+def test_corrections_become_the_answer_to_their_request() -> None:
+    rows = [
+        {"request_id": "r1", "correction": ' {"name": "Ana"} ', "request": ASKED},
+        {"request_id": "r2", "correction": "x", "request": None},  # not sampled: no input
+        {"request_id": "r3", "correction": "  ", "request": ASKED},  # nothing to learn
+    ]
+    [candidate] = from_corrections(rows)
+    assert candidate.source == "feedback:r1"
+    assert candidate.conversation[-1] == {"role": "assistant", "content": '{"name": "Ana"}'}
+    assert candidate.conversation[:-1] == ASKED["messages"]
+
+
+def test_good_samples_keep_their_answer_and_drop_text_completions() -> None:
+    rows = [
+        {"request_id": "s1", "response": '{"name": "Ana"}', "request": ASKED},
+        {"request_id": "s2", "response": "ok", "request": {"prompt": "Say ok"}},
+    ]
+    [candidate] = from_good_samples(rows)
+    assert candidate.source == "sample:s1" and candidate.conversation[-1]["role"] == "assistant"
+
+
+def finished(request_id: str, alias: str = "extract") -> FinishedRequest:
+    ctx = RequestContext(request_id=request_id, model=alias, version=f"{alias}@v1")
+    ctx.status = 200
+    return FinishedRequest("chat", ctx, Capture(alias=alias, version=f"{alias}@v1",
+                                                request=ASKED))  # fmt: skip
+
+
+def test_shadow_mirrors_only_the_watched_alias_and_counts_failures() -> None:
+    counted: list[tuple[str, str]] = []
+    calls: list[str] = []
+
+    async def mirror(alias: str, challenger: str, messages: list[dict]) -> float | None:
+        calls.append(challenger)
+        if len(calls) == 2:
+            raise RuntimeError("challenger down")
+        return 0.75
+
+    async def run() -> tuple[list[float], int]:
+        shadow = ShadowMirror(mirror, count=lambda a, r: counted.append((a, r)), max_in_flight=8)
+        shadow.watch("extract", "extract@v3", share=1.0)
+        for n in range(3):
+            shadow(finished(f"r{n}"))
+        shadow(finished("other", alias="chat"))  # not watched
+        await asyncio.sleep(0.05)
+        scores, failures = shadow.stop("extract")
+        shadow(finished("after-stop"))
+        await shadow.close()
+        return scores, failures
+
+    scores, failures = asyncio.run(run())
+    assert calls == ["extract@v3"] * 3
+    assert scores == [0.75, 0.75] and failures == 1
+    assert sorted(r for _, r in counted) == ["failed", "scored", "scored"]
+
+
+def test_shadow_skips_when_its_slots_are_full() -> None:
+    counted: list[str] = []
+    release = asyncio.Event()
+
+    async def slow(alias: str, challenger: str, messages: list[dict]) -> float | None:
+        await release.wait()
+        return 1.0
+
+    async def run() -> None:
+        shadow = ShadowMirror(slow, count=lambda a, r: counted.append(r), max_in_flight=1)
+        shadow.watch("extract", "extract@v3", share=1.0)
+        shadow(finished("r1"))
+        await asyncio.sleep(0.01)  # r1 holds the only slot
+        shadow(finished("r2"))
+        release.set()
+        await asyncio.sleep(0.01)
+        await shadow.close()
+
+    asyncio.run(run())
+    assert counted.count("skipped") == 1 and counted.count("scored") == 1
