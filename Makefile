@@ -41,6 +41,7 @@ bench: model
 	@command -v wrk >/dev/null || (apt-get install -y -q wrk >/dev/null)
 	$(PY) bench/overhead.py
 	$(PY) bench/eval.py
+	$(PY) bench/soak.py
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -83,7 +83,7 @@ class EventRecord(BaseModel):
 
 
 def check_name(kind: str, name: str) -> None:
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):  # match() would let a trailing newline through
         raise RegistryError(
             "bad_name",
             f"{kind} name {name!r} must be 1-64 lowercase letters, digits, '.', '_' or '-', "

@@ -38,6 +38,8 @@ def resolve_inside(root: Path, path: str | Path) -> Path:
     Symlinks are resolved before the check, so a link pointing outside the root is refused too.
     """
     root = root.resolve()
+    if "\x00" in str(path):  # the OS refuses it with a ValueError, not an OSError
+        raise AdapterInvalid("bad_path", f"adapter path {str(path)!r} contains a NUL byte")
     candidate = Path(path)
     if not candidate.is_absolute():
         candidate = root / candidate
@@ -54,7 +56,11 @@ def validate_adapter_dir(
 ) -> AdapterInfo:
     """Run every check on the folder at ``path`` and describe it, or raise ``AdapterInvalid``."""
     folder = resolve_inside(root, path)
-    if not folder.is_dir():
+    try:
+        found = folder.is_dir()
+    except OSError as exc:  # a name too long for the filesystem, for one
+        raise AdapterInvalid("not_found", f"adapter folder {path} cannot be read: {exc}") from exc
+    if not found:
         raise AdapterInvalid("not_found", f"adapter folder {path} does not exist")
     config_path = folder / "adapter_config.json"
     if not config_path.is_file():

@@ -120,10 +120,7 @@ class Rubric(BaseModel):
 def parse_rubric(source: str | Mapping[str, Any]) -> Rubric:
     """A rubric from YAML (or JSON) text or from already-loaded data; raises ``RubricError``."""
     if isinstance(source, str):
-        try:
-            data = yaml.safe_load(source)
-        except yaml.YAMLError as exc:
-            raise RubricError(f"invalid YAML: {_yaml_problem(exc)}") from exc
+        data = _load_yaml(source)
     else:
         data = source
     if data is None:
@@ -138,6 +135,23 @@ def parse_rubric(source: str | Mapping[str, Any]) -> Rubric:
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
         raise RubricError(message, path=path) from exc
+
+
+# libyaml when installed: the pure-Python loader takes seconds over a 64 KiB list.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _load_yaml(text: str) -> Any:
+    """Safe YAML without aliases: ``*name`` would let a few hundred bytes expand into millions
+    of nodes (or a cycle) when the rubric is validated, dumped and hashed."""
+    try:
+        if any(isinstance(e, yaml.AliasEvent) for e in yaml.parse(text, Loader=_YAML_LOADER)):
+            raise RubricError("YAML aliases (*name) are not allowed in a rubric")
+        return yaml.load(text, Loader=_YAML_LOADER)
+    except yaml.YAMLError as exc:
+        raise RubricError(f"invalid YAML: {_yaml_problem(exc)}") from exc
+    except RecursionError as exc:
+        raise RubricError("invalid YAML: nested too deeply") from exc
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import aiohttp
@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from adapters.dataset_registry import DatasetRegistry
 from adapters.gate import GateConfig
 from adapters.jobs import JobStore
-from adapters.registry import Registry, RegistryError
+from adapters.registry import Registry
 from adapters.store import Base as AdapterTables
 from adapters.trainer_process import TrainerProcess
 from eval.drift import DriftConfig
@@ -28,20 +28,26 @@ from eval.store import EvalStore
 from gateway.adapter_service import AdapterService
 from gateway.admin import api_router as admin_router
 from gateway.admin.serving import AdminServing
+from gateway.admission import AdmissionGate, RequestLimits
 from gateway.collections import api_router as collections_router
 from gateway.collections.serving import CollectionsServing
 from gateway.dashboard import DashboardPages
 from gateway.dashboard import api_router as dashboard_router
 from gateway.db import add_missing_columns, create_db_engine
+from gateway.engine import EmbeddedEngine
 from gateway.evaluation import api_router as eval_router
 from gateway.evaluation.jobs import EvalJobs
 from gateway.evaluation.judge import InternalJudge
 from gateway.evaluation.scheduler import LeasedScheduler
 from gateway.evaluation.service import EvalConfig, EvalService
 from gateway.evaluation.serving import EvalServing
-from gateway.exceptions import GatewayError, InvalidRequest, from_registry
+from gateway.exceptions import GatewayError, InvalidRequest, LibraryError, from_library
 from gateway.http import error_response, openai_error
 from gateway.internal import internal_chat
+from gateway.keys import api_router as keys_router
+from gateway.keys.serving import KeyService
+from gateway.keys.store import KeyStore
+from gateway.keys.tables import Base as KeyTables
 from gateway.loop import api_router as loop_router
 from gateway.loop.service import LoopConfig, LoopService
 from gateway.loop.shadow import ShadowMirror
@@ -53,6 +59,7 @@ from gateway.openai.serving import JsonOptions, OpenAIServing
 from gateway.ops import api_router as ops_router
 from gateway.routing import ModelRouter
 from gateway.settings import Settings
+from gateway.supervisor import EngineSupervisor, SupervisorConfig
 from gateway.traffic import TrafficWindow
 from gateway.upstream.pool import UpstreamPool
 from retrieval.collections import Collections
@@ -63,8 +70,18 @@ from retrieval.store import Base as RetrievalTables
 logger = logging.getLogger("tuneloop.gateway")
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """A gateway app in front of ``settings.upstreams`` (which must not be empty)."""
+def create_app(
+    settings: Settings,
+    *,
+    engine: EmbeddedEngine | None = None,
+    on_engine_lost: Callable[[str], None] | None = None,
+) -> FastAPI:
+    """A gateway app in front of ``settings.upstreams`` (which must not be empty).
+
+    With ``engine`` (the embedded vLLM child, already running at one of the upstreams) the app
+    supervises it: restarts it when it exits or hangs and, when restarts are exhausted, calls
+    ``on_engine_lost`` with the reason (``tuneloop serve`` then exits non-zero).
+    """
     if not settings.upstreams:
         raise ValueError("create_app needs at least one upstream URL (TUNELOOP_UPSTREAMS)")
     metrics = GatewayMetrics()
@@ -74,11 +91,13 @@ def create_app(settings: Settings) -> FastAPI:
         # Everything opened here is closed in reverse order, also when a later step fails.
         async with AsyncExitStack() as stack:
             await _start(app, settings, metrics, stack)
+            if engine is not None:
+                await _supervise(app, settings, metrics, stack, engine, on_engine_lost)
             logger.info(
                 "event=gateway_started upstreams=%s ready=%d auth=%s",
                 ",".join(settings.upstreams),
                 sum(r.ready for r in app.state.pool.replicas),
-                "on" if settings.api_keys else "off",
+                "on" if settings.api_keys or app.state.keys.active else "off",
             )
             yield
         logger.info("event=gateway_stopped")
@@ -93,7 +112,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.dashboard = DashboardPages()
     keys = tuple(key.get_secret_value().encode() for key in settings.api_keys)
     admin = (settings.admin_token.get_secret_value().encode(),) if settings.admin_token else ()
-    app.add_middleware(BearerAuthMiddleware, keys=keys, prefix="/v1/")
+    app.add_middleware(
+        BearerAuthMiddleware,
+        keys=keys,
+        prefix="/v1/",
+        managed=lambda: getattr(app.state, "keys", None),  # opened by the lifespan
+    )
     app.add_middleware(BearerAuthMiddleware, keys=admin, prefix="/admin/", closed_without_keys=True)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)  # outermost: ids on 401s too
     app.include_router(openai_router.router)
@@ -101,6 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(collections_router.admin_router)
     app.include_router(collections_router.search_router)
     app.include_router(ops_router.router)
+    app.include_router(keys_router.router)
     app.include_router(eval_router.admin_router)
     app.include_router(eval_router.feedback_router)
     app.include_router(dashboard_router.router)
@@ -129,14 +154,21 @@ async def _start(
         metrics=metrics,
         health_interval=settings.health_interval,
         health_timeout=settings.health_timeout,
+        max_in_flight_per_replica=settings.max_in_flight_per_replica,
+        capacity_wait=settings.queue_timeout,
     )
     await pool.start()
     stack.push_async_callback(pool.close)
     db = create_db_engine(settings.resolved_database_url)
     stack.callback(db.dispose)
-    for metadata in (AdapterTables.metadata, RetrievalTables.metadata):
+    for metadata in (AdapterTables.metadata, RetrievalTables.metadata, KeyTables.metadata):
         if added := await asyncio.to_thread(add_missing_columns, db, metadata):
             logger.info("event=schema_upgraded columns=%s", ",".join(added))
+    app.state.keys = KeyService(
+        await asyncio.to_thread(KeyStore, db), metrics, sync_interval=settings.key_sync_interval
+    )
+    await app.state.keys.start()
+    stack.push_async_callback(app.state.keys.close)
     registry = await asyncio.to_thread(Registry, db)
     adapters = AdapterService(
         registry=registry,
@@ -175,9 +207,21 @@ async def _start(
             max_schema_bytes=settings.json_max_schema_bytes,
         ),
         observers=Observers(
-            AccessObserver(metrics, access_log=settings.access_log), traffic, evaluation, shadow
+            AccessObserver(metrics, access_log=settings.access_log),
+            traffic,
+            evaluation,
+            shadow,
+            app.state.keys,
         ),
         sample=evaluation.decide,
+        limits=RequestLimits(
+            max_n=settings.max_n,
+            default_max_tokens=settings.default_max_tokens,
+            max_tokens=settings.max_tokens_limit,
+            max_messages=settings.max_messages,
+            max_stop=settings.max_stop_sequences,
+        ),
+        gate=_admission_gate(settings, metrics),
     )
     jobs = EvalJobs(
         evaluation, reports_dir=settings.reports_dir, retention_days=settings.eval_retention_days
@@ -208,6 +252,46 @@ async def _start(
     scheduler.start()
     stack.callback(scheduler.shutdown)
     app.state.admin = AdminServing(adapters)
+
+
+def _admission_gate(settings: Settings, metrics: GatewayMetrics) -> AdmissionGate:
+    gate = AdmissionGate(
+        max_in_flight=settings.max_in_flight,
+        max_queue=settings.max_queue,
+        queue_timeout=settings.queue_timeout,
+        on_reject=lambda reason: metrics.admission_rejected.labels(reason).inc(),
+    )
+    metrics.admission_waiting.set_function(lambda: gate.waiting)
+    return gate
+
+
+async def _supervise(
+    app: FastAPI,
+    settings: Settings,
+    metrics: GatewayMetrics,
+    stack: AsyncExitStack,
+    engine: EmbeddedEngine,
+    on_engine_lost: Callable[[str], None] | None,
+) -> None:
+    """Watch the embedded engine; after a restart, check the pool at once (adapters reload)."""
+    pool: UpstreamPool = app.state.pool
+    supervisor = EngineSupervisor(
+        engine,
+        pool.client,
+        metrics=metrics,
+        on_ready=pool.check_all,
+        on_give_up=on_engine_lost or (lambda reason: None),
+        config=SupervisorConfig(
+            check_interval=min(settings.health_interval, 5.0),
+            health_timeout=settings.health_timeout,
+            unhealthy_seconds=settings.engine_unhealthy_seconds,
+            max_restarts=settings.engine_max_restarts,
+            restart_window=settings.engine_restart_window,
+        ),
+    )
+    await supervisor.start()
+    stack.push_async_callback(supervisor.close)
+    app.state.supervisor = supervisor
 
 
 async def _start_eval(
@@ -330,9 +414,11 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def gateway_error(_request: Request, exc: GatewayError) -> JSONResponse:
         return error_response(exc)
 
-    @app.exception_handler(RegistryError)
-    async def registry_error(_request: Request, exc: RegistryError) -> JSONResponse:
-        return error_response(from_registry(exc))
+    async def library_error(_request: Request, exc: Exception) -> JSONResponse:
+        return error_response(from_library(exc))
+
+    for library_cls in LibraryError:  # adapters, retrieval, eval: one table in exceptions.py
+        app.add_exception_handler(library_cls, library_error)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -25,6 +25,7 @@ from adapters.base_model import BundledModelMissing, is_prepared, prepare_base_m
 from adapters.datasets import DatasetError
 from gateway.cli_admin import adapters_app, aliases_app, events, ingest
 from gateway.cli_eval import eval_app, rubrics_app
+from gateway.cli_keys import keys_app
 from gateway.cli_loop import datasets_app, jobs, retrain
 from gateway.engine import EmbeddedEngine, EngineFailed
 from gateway.settings import Settings
@@ -43,6 +44,7 @@ app.add_typer(aliases_app, name="aliases")
 app.add_typer(rubrics_app, name="rubrics")
 app.add_typer(eval_app, name="eval")
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(keys_app, name="keys")
 app.command("retrain")(retrain)
 app.command("jobs")(jobs)
 app.command("events")(events)
@@ -121,6 +123,7 @@ def serve(
     settings.warn_if_exposed()
 
     engine: EmbeddedEngine | None = None
+    lost: list[str] = []
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         if not settings.upstreams:
@@ -132,7 +135,7 @@ def serve(
         # uvicorn handles SIGINT/SIGTERM itself, shuts down gracefully, restores our handler and
         # raises the signal again: that lands in the KeyboardInterrupt below, so the engine is
         # always stopped by us and the exit status is 0.
-        _run_gateway(settings)
+        _run_gateway(settings, engine=engine, lost=lost)
     except EngineFailed as exc:
         console.print(f"[red]embedded engine failed:[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -140,8 +143,12 @@ def serve(
         console.print("interrupted")
     finally:
         if engine is not None:
-            engine.stop()
+            engine.close()
         signal.signal(signal.SIGTERM, previous)
+    if lost:
+        # The supervisor gave up restarting the engine: exit non-zero for systemd/Kubernetes.
+        console.print(f"[red]embedded engine lost:[/red] {lost[0]}")
+        raise typer.Exit(3)
 
 
 @app.command()
@@ -207,13 +214,24 @@ def _wait_for_engine(engine: EmbeddedEngine) -> None:
         engine.wait_ready(tick=lambda _elapsed: progress.update(task))
 
 
-def _run_gateway(settings: Settings) -> None:
+def _run_gateway(
+    settings: Settings, *, engine: EmbeddedEngine | None = None, lost: list[str] | None = None
+) -> None:
+    """Serve until a signal, or until the engine supervisor gives up (its reason in ``lost``)."""
     import uvicorn
 
     from gateway.app import create_app
 
-    uvicorn.run(
-        create_app(settings),
+    server: uvicorn.Server | None = None
+
+    def engine_lost(reason: str) -> None:
+        if lost is not None:
+            lost.append(reason)
+        if server is not None:
+            server.should_exit = True  # graceful shutdown, then serve() exits non-zero
+
+    config = uvicorn.Config(
+        create_app(settings, engine=engine, on_engine_lost=engine_lost),
         host=settings.host,
         port=settings.port,
         loop="uvloop",
@@ -222,6 +240,10 @@ def _run_gateway(settings: Settings) -> None:
         access_log=False,  # tuneloop logs one line per inference request itself
         timeout_graceful_shutdown=30,
     )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        raise typer.Exit(3)  # the lifespan failed: uvicorn has logged why (as uvicorn.run does)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,8 +6,12 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gateway.metrics import UNKNOWN_MODEL
+
+if TYPE_CHECKING:
+    from gateway.keys.principal import ApiKeyPrincipal
 
 # A client's request id is echoed back in a header: keep it printable and short.
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -40,6 +44,8 @@ class RequestContext:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     internal: bool = False  # made by the gateway itself (a judge call): not a client's request
+    admitted: bool = False  # holds an admission slot until its last byte
+    key: ApiKeyPrincipal | None = None  # the managed API key that authenticated it, if any
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start

@@ -2,7 +2,9 @@
 
 The gateway only ever talks to it over HTTP, exactly as it talks to remote replicas. The child
 gets a process group of its own (vLLM spawns an engine-core process under it), so stopping
-signals the whole group and leaves no orphan; on Linux it also dies with its parent.
+signals the whole group and leaves no orphan; on Linux it also dies with its parent. Its output
+goes through a pipe into a log file that rotates by size (a long-lived engine logs a line per
+request batch). ``gateway.supervisor`` restarts it when it exits or stops answering.
 """
 
 from __future__ import annotations
@@ -10,16 +12,19 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import logging.handlers
 import os
 import shlex
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 import httpx
 
@@ -45,14 +50,26 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def _pump(stream: IO[bytes], log: logging.Handler) -> None:
+    """Copy the child's output into ``log`` line by line until the pipe closes."""
+    with contextlib.closing(stream):
+        for raw in iter(stream.readline, b""):
+            line = raw.decode(errors="replace").rstrip("\n")
+            log.handle(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))
+
+
 class EmbeddedEngine:
-    """Start, wait for and stop one vLLM OpenAI server child process."""
+    """Start, wait for and stop one vLLM OpenAI server child process (restartable: the port
+    is fixed at construction, so a restarted engine answers at the same URL)."""
 
     def __init__(self, settings: Settings, *, log_path: Path | None = None) -> None:
         self.settings = settings
         self.port = settings.engine_port or free_port(settings.engine_host)
         self.log_path = log_path or settings.data_dir / "logs" / "engine.log"
         self._process: subprocess.Popen[bytes] | None = None
+        self._pump: threading.Thread | None = None
+        self._log: logging.Handler | None = None
+        self._abort = threading.Event()  # set by stop(): a readiness wait gives up at once
 
     @property
     def url(self) -> str:
@@ -96,16 +113,30 @@ class EmbeddedEngine:
                 f"no model at {self.settings.base_model_path}: run 'tuneloop model prepare'"
             )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self._process = subprocess.Popen(
-                self.command(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.environment(),
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
+        self._abort.clear()
+        if self._log is None:
+            # stdlib rotation: engine.log, engine.log.1, ... each at most engine_log_max_bytes.
+            self._log = logging.handlers.RotatingFileHandler(
+                self.log_path,
+                maxBytes=self.settings.engine_log_max_bytes,
+                backupCount=self.settings.engine_log_backups,
+                encoding="utf-8",
             )
+            self._log.setFormatter(logging.Formatter("%(message)s"))
+        self._process = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=self.environment(),
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        assert self._process.stdout is not None
+        self._pump = threading.Thread(
+            target=_pump, args=(self._process.stdout, self._log), name="engine-log", daemon=True
+        )
+        self._pump.start()
         logger.info(
             "event=engine_starting pid=%d url=%s model=%s log=%s",
             self._process.pid,
@@ -114,15 +145,23 @@ class EmbeddedEngine:
             self.log_path,
         )
 
+    def poll(self) -> int | None:
+        """The child's exit code, or ``None`` while it runs (or was never started)."""
+        return self._process.poll() if self._process is not None else None
+
     def wait_ready(self, *, tick: Callable[[float], None] | None = None) -> None:
-        """Block until ``/health`` answers 200; raise ``EngineFailed`` if the child dies first."""
-        if self._process is None:
+        """Block until ``/health`` answers 200; raise ``EngineFailed`` if the child dies first
+        (or ``stop`` is called meanwhile, from another thread)."""
+        process = self._process
+        if process is None:
             raise RuntimeError("engine not started")
         started = time.monotonic()
         deadline = started + self.settings.engine_startup_timeout
         with httpx.Client(timeout=2.0) as client:
             while True:
-                if (code := self._process.poll()) is not None:
+                if self._abort.is_set():
+                    raise EngineFailed("stopped while starting")
+                if (code := process.poll()) is not None:
                     raise EngineFailed(f"vLLM exited with code {code}:\n{self.log_tail()}")
                 with contextlib.suppress(httpx.HTTPError):
                     if client.get(f"{self.url}/health").status_code == 200:
@@ -139,6 +178,7 @@ class EmbeddedEngine:
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM the child's process group, then SIGKILL whatever is left after ``timeout``."""
+        self._abort.set()
         process, self._process = self._process, None
         if process is None:
             return
@@ -156,7 +196,17 @@ class EmbeddedEngine:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+        if self._pump is not None:
+            self._pump.join(timeout=5)  # the pipe closed with the group: the last lines are in
+            self._pump = None
         logger.info("event=engine_stopped pid=%d code=%s", process.pid, process.returncode)
+
+    def close(self) -> None:
+        """Stop the child and close the log file."""
+        self.stop()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -179,4 +229,4 @@ class EmbeddedEngine:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        self.close()

@@ -9,23 +9,38 @@ Hierarchy::
     ├── ModelNotFound (404, model_not_found)
     ├── NotFound (404, not_found) · AdminDisabled (404, admin_disabled)
     ├── Conflict (409, conflict)
+    ├── RateLimited (429, requests | tokens, rate_limit_exceeded; with Retry-After)
     ├── ClientClosedRequest (499: the client left before its body arrived; nginx's code)
     └── UpstreamError (502, upstream_error)
         ├── NoReadyUpstream (503, service_unavailable)
         └── UpstreamTimeout (504, timeout)
 
-Transport failures from aiohttp are turned into gateway errors by ``from_transport`` through
-one table, so every call site maps them the same way; registry refusals from the libraries
-(adapters, datasets, jobs) by ``from_registry``, also installed as an app-wide handler.
+Two tables turn other errors into these, so every call site maps them the same way:
+
+    aiohttp transport errors ──from_transport──▶ UpstreamError and its subclasses
+    library refusals         ──from_library────▶ InvalidRequest · NotFound · Conflict
+      adapters: AdapterInvalid, RegistryError (registry, datasets, jobs: InUse, JobConflict)
+      retrieval: RetrievalError          eval: RubricError
+
+``from_library`` is the app-wide handler for ``LibraryError``, so serving code lets library
+errors propagate; code whose callers catch ``GatewayError`` wraps the call in
+``library_errors()``.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import aiohttp
 
+from adapters.jobs import JobConflict
 from adapters.registry import InUse, RegistryError
+from adapters.validation import AdapterInvalid
+from eval.rubrics import RubricError
+from retrieval.collections import RetrievalError
 
 
 class GatewayError(Exception):
@@ -34,6 +49,7 @@ class GatewayError(Exception):
     status_code: int = 500
     error_type: str = "internal_error"
     code: str | None = None
+    headers: dict[str, str] | None = None  # extra response headers (Retry-After on a 429)
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
         super().__init__(message)
@@ -89,6 +105,20 @@ class Conflict(GatewayError):
     code = "conflict"
 
 
+class RateLimited(GatewayError):
+    """A managed key is over its requests- or tokens-per-minute (OpenAI's 429 shape)."""
+
+    status_code = 429
+    error_type = "requests"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, limit: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.error_type = limit  # "requests" or "tokens", as OpenAI types it
+        self.retry_after = retry_after
+        self.headers = {"retry-after": str(retry_after)}
+
+
 class ClientClosedRequest(GatewayError):
     status_code = 499
     error_type = "client_closed_request"
@@ -138,14 +168,41 @@ def is_connect_failure(exc: BaseException) -> bool:
     return isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
 
 
-# Library refusals (a stable ``reason`` code) that mean "not now, something else holds it".
-_CONFLICT_REASONS = frozenset({"job_active", "frozen_exists"})
+# Library error -> gateway error. A row matches an instance of its class whose ``reason`` (the
+# libraries' stable code) is in its set, or any reason when the set is None. First match wins,
+# so subclasses come before their bases and reason rows before their class's catch-all.
+LibraryError = (AdapterInvalid, RegistryError, RetrievalError, RubricError)  # for `except`
+_NOT_NOW = frozenset({"job_active", "frozen_exists"})  # "not now, something else holds it"
+_LIBRARY_TABLE: tuple[
+    tuple[type[Exception], frozenset[str] | None, Callable[[Any], GatewayError]], ...
+] = (
+    (AdapterInvalid, None, lambda e: InvalidRequest(str(e), param="path", code=e.reason)),
+    (JobConflict, None, lambda e: Conflict(str(e), param="alias")),
+    (InUse, None, lambda e: Conflict(str(e), code=e.reason)),
+    (RegistryError, _NOT_NOW, lambda e: Conflict(str(e), code=e.reason)),
+    (RegistryError, frozenset({"not_found"}), lambda e: NotFound(str(e))),
+    (RegistryError, None, lambda e: InvalidRequest(str(e), code=e.reason)),
+    (RetrievalError, frozenset({"not_found"}), lambda e: NotFound(str(e))),
+    (RetrievalError, frozenset({"exists"}), lambda e: Conflict(str(e), code="exists")),
+    (RetrievalError, None, lambda e: InvalidRequest(str(e), code=e.reason)),
+    (RubricError, None, lambda e: InvalidRequest(str(e), param=e.path, code="invalid_rubric")),
+)
 
 
-def from_registry(exc: RegistryError) -> GatewayError:
-    """Map a registry refusal (adapters, datasets, jobs) to the error a client should see."""
-    if isinstance(exc, InUse) or exc.reason in _CONFLICT_REASONS:
-        return Conflict(str(exc), code=exc.reason)
-    if exc.reason == "not_found":
-        return NotFound(str(exc))
-    return InvalidRequest(str(exc), code=exc.reason)
+def from_library(exc: Exception) -> GatewayError:
+    """Map a refusal from ``adapters``, ``retrieval`` or ``eval`` to the error a client sees."""
+    reason = getattr(exc, "reason", None)
+    for library_cls, reasons, build in _LIBRARY_TABLE:
+        if isinstance(exc, library_cls) and (reasons is None or reason in reasons):
+            return build(exc)
+    return GatewayError(f"unexpected library error: {type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def library_errors() -> Iterator[None]:
+    """Raise the block's library refusals as gateway errors (``from_library``), for code whose
+    callers catch ``GatewayError`` rather than leave it to the app's handler."""
+    try:
+        yield
+    except LibraryError as exc:
+        raise from_library(exc) from exc

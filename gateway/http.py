@@ -1,17 +1,18 @@
-"""HTTP helpers shared by the routers: bounded body reading, error rendering, SSE response."""
+"""HTTP helpers shared by the routers: bounded body reading and error rendering."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import Path, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.requests import ClientDisconnect
-from starlette.types import Receive, Scope, Send
 
 from gateway.exceptions import BodyTooLarge, ClientClosedRequest, GatewayError
-from gateway.openai.protocol import ErrorInfo, ErrorResponse
-from gateway.openai.streaming import StreamRelay
+from gateway.protocol import ErrorInfo, ErrorResponse
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -34,16 +35,54 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+class BoundedRoute(APIRoute):
+    """A route whose JSON body FastAPI parses, bounded like the generation routes.
+
+    FastAPI reads such a body whole, at any size, before the route runs; here ``read_body``
+    reads it first: 413 as soon as it exceeds ``max_body_bytes``, before any parsing. Routes
+    that read their body themselves (no ``body_field``) are left as they are.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if self.body_field is None:
+            return handler
+
+        async def bounded(request: Request) -> Response:
+            limit = request.app.state.settings.max_body_bytes
+            # Starlette keeps a body it has read in ``_body``, where FastAPI's handler finds it.
+            request._body = await read_body(request, limit)
+            return await handler(request)
+
+        return bounded
+
+
+# A row id in a path. Database integers are 64-bit: a larger one is a 400 here rather than an
+# OverflowError (500) from the driver.
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
 def openai_error(
-    status: int, message: str, *, type: str, code: str | None = None, param: str | None = None
+    status: int,
+    message: str,
+    *,
+    type: str,
+    code: str | None = None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     body = ErrorResponse(error=ErrorInfo(message=message, type=type, param=param, code=code))
-    return JSONResponse(body.model_dump(), status_code=status)
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
 def error_response(error: GatewayError) -> JSONResponse:
     return openai_error(
-        error.status_code, error.message, type=error.error_type, code=error.code, param=error.param
+        error.status_code,
+        error.message,
+        type=error.error_type,
+        code=error.code,
+        param=error.param,
+        headers=error.headers,
     )
 
 
@@ -55,19 +94,35 @@ def error_responses(*errors: type[GatewayError]) -> dict[int | str, dict[str, An
     }
 
 
-class RelayResponse(StreamingResponse):
-    """An SSE response that releases its upstream even if the client left before the body."""
+T = TypeVar("T")
 
-    def __init__(self, relay: StreamRelay) -> None:
-        super().__init__(
-            relay,
-            media_type="text/event-stream",
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-        )
-        self._relay = relay
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self._relay.aclose()
+async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``; if the client disconnects first, cancel it and raise a 499.
+
+    For answers that are not streamed: once the body has been read, the server's ``receive``
+    only returns when the client goes away, so a watcher task waits on it and cancels the
+    request's own task. Cancelling drops the upstream connection, and vLLM aborts the request
+    (a stream is watched by its response instead).
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    left = False
+
+    async def watch() -> None:
+        nonlocal left
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        left = True
+        task.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not left:
+            raise
+        task.uncancel()
+        raise ClientClosedRequest("the client closed the connection before the answer") from None
+    finally:
+        watcher.cancel()

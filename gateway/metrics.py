@@ -152,6 +152,45 @@ class GatewayMetrics:
             ["alias", "result"],
             registry=r,
         )
+        self.admission_rejected = Counter(
+            "tuneloop_admission_rejected",
+            "Generation requests refused with 429 by admission control, by reason (queue_full, "
+            "queue_timeout, replica_full).",
+            ["reason"],
+            registry=r,
+        )
+        self.admission_waiting = Gauge(
+            "tuneloop_admission_waiting",
+            "Generation requests waiting for a slot (bounded by TUNELOOP_MAX_QUEUE).",
+            registry=r,
+        )
+        self.engine_restarts = Counter(
+            "tuneloop_engine_restarts",
+            "Restarts of the embedded vLLM engine, by reason (exited, unhealthy).",
+            ["reason"],
+            registry=r,
+        )
+        # Managed API keys, labelled by the key's name (never the key): bounded by the keys an
+        # admin created.
+        self.key_requests = Counter(
+            "tuneloop_key_requests",
+            "Inference requests made with a managed API key, by key name and HTTP status "
+            "(429s from its own limits included).",
+            ["key", "status"],
+            registry=r,
+        )
+        self.key_tokens = Counter(
+            "tuneloop_key_tokens",
+            "Tokens used by a managed API key, by kind (prompt, completion).",
+            ["key", "kind"],
+            registry=r,
+        )
+        self.key_rate_limited = Counter(
+            "tuneloop_key_rate_limited",
+            "Requests refused with 429 because a managed key was over a limit (requests, tokens).",
+            ["key", "limit"],
+            registry=r,
+        )
         # Labelled children, cached: ``labels()`` takes a lock and hashes on every call. The
         # keys are bounded because the label values are.
         self._children: dict[tuple[str, ...], Any] = {}

@@ -44,9 +44,62 @@ class Settings(BaseSettings):
         description="Comma-separated inference keys; when set, /v1/* needs "
         "'Authorization: Bearer <key>'.",
     )
+    key_sync_interval: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds between re-reading managed API keys (/admin/keys) from the "
+        "database, so gateways sharing it converge, and writing per-key usage to it.",
+    )
     max_body_bytes: int = Field(
         default=4 * 1024 * 1024, gt=0, description="Largest request body accepted (413 above)."
     )
+
+    # --- admission control: per-request caps and requests in flight ---------------------------
+    max_n: int = Field(
+        default=8, ge=1, description="Largest 'n' (and 'best_of') a request may ask for (400)."
+    )
+    default_max_tokens: int = Field(
+        default=512,
+        ge=1,
+        description="max_tokens given to chat requests that set neither max_tokens nor "
+        "max_completion_tokens (text completions keep vLLM's default of 16).",
+    )
+    max_tokens_limit: int = Field(
+        default=4096,
+        ge=1,
+        description="Largest max_tokens / max_completion_tokens a request may ask for (400).",
+    )
+    max_messages: int = Field(
+        default=512, ge=1, description="Most messages in one chat request (400 above)."
+    )
+    max_stop_sequences: int = Field(
+        default=16, ge=1, description="Most stop sequences in one request (400 above)."
+    )
+    max_in_flight: int = Field(
+        default=512,
+        ge=1,
+        description="Generation requests the gateway lets through at once; more wait in a "
+        "bounded queue.",
+    )
+    max_in_flight_per_replica: int = Field(
+        default=128,
+        ge=1,
+        description="Requests in flight on one upstream replica; when every replica serving "
+        "a model is full, requests wait (up to queue_timeout) instead of queueing in vLLM.",
+    )
+    max_queue: int = Field(
+        default=512,
+        ge=0,
+        description="Requests waiting for a slot beyond max_in_flight; when full, 429 with "
+        "Retry-After at once.",
+    )
+    queue_timeout: float = Field(
+        default=30,
+        gt=0,
+        description="Seconds a request waits for a slot (gateway-wide or on a replica) "
+        "before a 429 with Retry-After.",
+    )
+
     log_level: str = Field(default="INFO", description="Python log level for tuneloop's logs.")
     access_log: bool = Field(
         default=True, description="Log one line per inference request (id, model, status, times)."
@@ -273,6 +326,30 @@ class Settings(BaseSettings):
     )
     engine_extra_args: str = Field(
         default="", description="Extra command-line arguments for the embedded vLLM server."
+    )
+    engine_unhealthy_seconds: float = Field(
+        default=60,
+        gt=0,
+        description="The embedded engine is restarted when its /health has not answered for "
+        "this long (or at once when its process exits).",
+    )
+    engine_max_restarts: int = Field(
+        default=5,
+        ge=0,
+        description="Restarts of the embedded engine allowed within engine_restart_window; one "
+        "more and 'tuneloop serve' exits non-zero so systemd or Kubernetes take over.",
+    )
+    engine_restart_window: float = Field(
+        default=600, gt=0, description="Seconds over which engine restarts are counted."
+    )
+    engine_log_max_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        ge=1024,
+        description="Size at which the embedded engine's log (<data dir>/logs/engine.log) is "
+        "rotated.",
+    )
+    engine_log_backups: int = Field(
+        default=3, ge=1, description="Rotated engine logs kept (engine.log.1, .2, ...)."
     )
 
     @field_validator("upstreams", "api_keys", "pii_phone_regions", mode="before")

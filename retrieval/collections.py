@@ -138,7 +138,7 @@ class Collections:
     def create(
         self, name: str, *, index_kind: str = "flat", chunk_size: int = 200, chunk_overlap: int = 40
     ) -> CollectionInfo:
-        if not NAME_PATTERN.match(name):
+        if not NAME_PATTERN.fullmatch(name):  # match() would let a trailing newline through
             raise RetrievalError(
                 "bad_name", f"collection name {name!r}: 1-64 lowercase letters, digits, . _ -"
             )

@@ -25,9 +25,9 @@ from gateway.exceptions import (
     NotFound,
     Unauthorized,
 )
-from gateway.http import error_responses
+from gateway.http import BoundedRoute, error_responses
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+router = APIRouter(prefix="/admin", tags=["admin"], route_class=BoundedRoute)
 
 
 async def get_admin(request: Request) -> AdminServing:

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.registry import AdapterRecord, AliasRecord, EventRecord
-from gateway.collections.protocol import RetrievalOptions
+from gateway.protocol import RetrievalOptions
 
 
 class AdminModel(BaseModel):

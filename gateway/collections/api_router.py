@@ -17,10 +17,12 @@ from gateway.collections.protocol import (
 )
 from gateway.collections.serving import CollectionsServing
 from gateway.exceptions import AdminDisabled, Conflict, InvalidRequest, NotFound, Unauthorized
-from gateway.http import error_responses
+from gateway.http import BoundedRoute, error_responses
 
-admin_router = APIRouter(prefix="/admin/collections", tags=["collections"])
-search_router = APIRouter(prefix="/v1/collections", tags=["collections"])
+admin_router = APIRouter(
+    prefix="/admin/collections", tags=["collections"], route_class=BoundedRoute
+)
+search_router = APIRouter(prefix="/v1/collections", tags=["collections"], route_class=BoundedRoute)
 
 
 async def get_collections(request: Request) -> CollectionsServing:

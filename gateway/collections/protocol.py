@@ -74,14 +74,6 @@ class SearchResponse(BaseModel):
     data: list[SearchHit]
 
 
-class RetrievalOptions(_Strict):
-    """``"retrieval": {...}`` in a chat request (the openai SDK sends it via ``extra_body``)."""
-
-    collection: str
-    top_k: int = Field(default=4, ge=1, le=50)
-    filter: dict[str, Any] | None = None
-
-
 class Citation(BaseModel):
     """One numbered source that was put in front of the model."""
 

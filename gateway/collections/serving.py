@@ -1,11 +1,13 @@
-"""Collections over the retrieval library, in worker threads, with errors mapped for the API."""
+"""Collections over the retrieval library, in worker threads.
+
+Retrieval refusals propagate to the app's handler (``gateway.exceptions.from_library``),
+except on the search behind a grounded chat, whose request path counts ``GatewayError``s.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 
 from gateway.collections.protocol import (
@@ -14,26 +16,14 @@ from gateway.collections.protocol import (
     CreateCollectionRequest,
     IngestRequest,
     IngestResponse,
-    RetrievalOptions,
     SearchHit,
     SearchRequest,
     SearchResponse,
 )
-from gateway.exceptions import Conflict, InvalidRequest, NotFound
+from gateway.exceptions import NotFound, library_errors
 from gateway.metrics import GatewayMetrics
-from retrieval.collections import Collections, Document, Hit, RetrievalError
-
-
-@contextmanager
-def api_errors() -> Iterator[None]:
-    try:
-        yield
-    except RetrievalError as exc:
-        if exc.reason == "not_found":
-            raise NotFound(str(exc)) from exc
-        if exc.reason == "exists":
-            raise Conflict(str(exc), code="exists") from exc
-        raise InvalidRequest(str(exc), code=exc.reason) from exc
+from gateway.protocol import RetrievalOptions
+from retrieval.collections import Collections, Document, Hit
 
 
 class CollectionsServing:
@@ -42,11 +32,10 @@ class CollectionsServing:
         self._metrics = metrics
 
     async def create(self, request: CreateCollectionRequest) -> CollectionView:
-        with api_errors():
-            info = await asyncio.to_thread(
-                self._collections.create, request.name, index_kind=request.index_kind,
-                chunk_size=request.chunk_size, chunk_overlap=request.chunk_overlap,
-            )  # fmt: skip
+        info = await asyncio.to_thread(
+            self._collections.create, request.name, index_kind=request.index_kind,
+            chunk_size=request.chunk_size, chunk_overlap=request.chunk_overlap,
+        )  # fmt: skip
         return CollectionView(**asdict(info))
 
     async def list(self) -> CollectionList:
@@ -58,15 +47,13 @@ class CollectionsServing:
             Document(id=d.id, text=d.text, source=d.source, metadata=d.metadata)
             for d in request.documents
         ]
-        with api_errors():
-            result = await asyncio.to_thread(self._collections.upsert, name, documents)
+        result = await asyncio.to_thread(self._collections.upsert, name, documents)
         self._metrics.ingested_chunks.labels(name).inc(result.chunks)
         await self._update_size(name)
         return IngestResponse(**asdict(result))
 
     async def delete_document(self, name: str, doc_id: str) -> None:
-        with api_errors():
-            removed = await asyncio.to_thread(self._collections.delete_document, name, doc_id)
+        removed = await asyncio.to_thread(self._collections.delete_document, name, doc_id)
         if not removed:
             raise NotFound(f"document {doc_id} is not in collection {name}")
         await self._update_size(name)
@@ -81,7 +68,7 @@ class CollectionsServing:
 
     async def hits(self, name: str, query: str, *, top_k: int, filter: dict | None) -> list[Hit]:
         started = time.perf_counter()
-        with api_errors():
+        with library_errors():  # also the chat path's search: it must see a GatewayError
             hits = await asyncio.to_thread(
                 self._collections.search, name, query, top_k=top_k, filter=filter
             )

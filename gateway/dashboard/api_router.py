@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from gateway.dashboard import auth
 from gateway.dashboard.serving import DashboardPages
 from gateway.exceptions import AdminDisabled, InvalidRequest, NotFound, Unauthorized
-from gateway.http import error_responses, read_body
+from gateway.http import RowId, error_responses, read_body
 
 logger = logging.getLogger("tuneloop.gateway")
 
@@ -90,7 +90,7 @@ async def dashboard(
 
 @router.get("/samples/{sample_id}", responses=error_responses(AdminDisabled, NotFound))
 async def sample(
-    sample_id: int, request: Request, admin_token: AdminTokenDep, pages: PagesDep
+    sample_id: RowId, request: Request, admin_token: AdminTokenDep, pages: PagesDep
 ) -> Response:
     if not signed_in(request, admin_token):
         return to_login(request)

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import yaml
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.responses import FileResponse
 
 from eval.store import SampleQuery
@@ -20,10 +19,10 @@ from gateway.evaluation.protocol import (
 )
 from gateway.evaluation.serving import EvalServing
 from gateway.exceptions import AdminDisabled, InvalidRequest, NotFound, Unauthorized
-from gateway.http import error_responses
+from gateway.http import BoundedRoute, RowId, error_responses, read_body
 
 admin_router = APIRouter(prefix="/admin", tags=["evaluation"])
-feedback_router = APIRouter(prefix="/v1", tags=["evaluation"])
+feedback_router = APIRouter(prefix="/v1", tags=["evaluation"], route_class=BoundedRoute)
 _COMMON = (Unauthorized, AdminDisabled)
 
 
@@ -33,6 +32,14 @@ async def get_eval(request: Request) -> EvalServing:
 
 EvalDep = Annotated[EvalServing, Depends(get_eval)]
 
+# A rubric is a few checks, perhaps a JSON schema and a judge prompt. Parsing and validating
+# 64 KiB of hostile YAML already takes most of a second, so a larger body is refused unread.
+MAX_RUBRIC_BYTES = 64 * 1024
+# What a rubric is set for: an alias or a base model's name, never a path, a control character
+# or a page of text (any string used to be stored as a rubric's alias).
+ModelName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,199}$")]
+# A report's file name (eval-2026-11-29.json): no separators, NUL or control characters.
+ReportName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
 _RUBRIC_BODY = {
     "requestBody": {
         "required": True,
@@ -44,22 +51,15 @@ _RUBRIC_BODY = {
 }
 
 
-async def _rubric_source(request: Request) -> str | dict[str, Any]:
-    """The rubric as YAML text (any text body) or as a JSON object."""
-    raw = await request.body()
+async def _rubric_source(request: Request) -> str:
+    """The rubric as YAML or JSON text (JSON is YAML: ``parse_rubric`` reads both)."""
+    raw = await read_body(request, MAX_RUBRIC_BYTES)
     if not raw.strip():
         raise InvalidRequest("the rubric body is empty", param="body")
     try:
-        text = raw.decode()
+        return raw.decode()
     except UnicodeDecodeError as exc:
         raise InvalidRequest("the rubric must be UTF-8 text", param="body") from exc
-    if request.headers.get("content-type", "").startswith("application/json"):
-        try:
-            value = yaml.safe_load(text)  # JSON is YAML; errors are reported by the parser
-        except yaml.YAMLError:
-            return text
-        return value if isinstance(value, dict) else text
-    return text
 
 
 @admin_router.put(
@@ -68,7 +68,7 @@ async def _rubric_source(request: Request) -> str | dict[str, Any]:
     openapi_extra=_RUBRIC_BODY,
     summary="Set the rubric of an alias (YAML or JSON); a new version, a new epoch if changed",
 )
-async def put_rubric(alias: str, request: Request, evals: EvalDep) -> RubricRecord:
+async def put_rubric(alias: ModelName, request: Request, evals: EvalDep) -> RubricRecord:
     return await evals.put_rubric(alias, await _rubric_source(request))
 
 
@@ -98,7 +98,9 @@ async def samples(
     request_id: str | None = None,
     score_below: Annotated[float | None, Query(ge=0, le=1)] = None,
     has_feedback: bool | None = None,
-    before: Annotated[int | None, Query(ge=1, description="next_before of the last page")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=2**63 - 1, description="next_before of the last page")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> SamplePage:
     query = SampleQuery(
@@ -109,7 +111,7 @@ async def samples(
 
 
 @admin_router.get("/eval/samples/{sample_id}", responses=error_responses(*_COMMON, NotFound))
-async def sample(sample_id: int, evals: EvalDep) -> SampleRecord:
+async def sample(sample_id: RowId, evals: EvalDep) -> SampleRecord:
     return await evals.sample(sample_id)
 
 
@@ -144,7 +146,7 @@ async def write_report(evals: EvalDep) -> dict[str, Any]:
 
 
 @admin_router.get("/eval/reports/{name}", responses=error_responses(*_COMMON, NotFound))
-async def report_file(name: str, evals: EvalDep) -> FileResponse:
+async def report_file(name: ReportName, evals: EvalDep) -> FileResponse:
     return FileResponse(await evals.report_file(name))
 
 

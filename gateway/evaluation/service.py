@@ -21,7 +21,6 @@ from eval.drift import DriftConfig
 from eval.pii import Scrubber
 from eval.rubrics import (
     Rubric,
-    RubricError,
     ScoreInput,
     Scorer,
     ScoreResult,
@@ -33,7 +32,7 @@ from eval.store import EvalStore
 from gateway.context import RequestContext
 from gateway.evaluation.budget import HourlyBudget
 from gateway.evaluation.protocol import FeedbackRecord, FeedbackRequest, RubricRecord
-from gateway.exceptions import InvalidRequest, NotFound
+from gateway.exceptions import NotFound, library_errors
 from gateway.metrics import GatewayMetrics
 from gateway.observers import Capture, FinishedRequest
 
@@ -343,10 +342,8 @@ class EvalService:
 
     # --- rubrics -------------------------------------------------------------------------------
     async def put_rubric(self, alias: str, source: str | Mapping[str, Any]) -> RubricRecord:
-        try:
+        with library_errors():  # RubricError -> 400 invalid_rubric, param = the culprit's path
             rubric = parse_rubric(source)
-        except RubricError as exc:
-            raise InvalidRequest(str(exc), param=exc.path, code="invalid_rubric") from exc
         epoch = evaluator_epoch(rubric, judge_model=self.config.default_judge_model)
         record = RubricRecord(
             **await asyncio.to_thread(self.store.put_rubric, alias, rubric.as_dict(), epoch)

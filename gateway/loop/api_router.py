@@ -13,11 +13,11 @@ from adapters.curation import Candidate
 from adapters.dataset_registry import DatasetVersion
 from adapters.jobs import JobRecord
 from gateway.exceptions import AdminDisabled, Conflict, InvalidRequest, NotFound, Unauthorized
-from gateway.http import error_responses, read_body
+from gateway.http import BoundedRoute, RowId, error_responses, read_body
 from gateway.loop.protocol import DatasetImport, DatasetList, JobList, RetrainRequest
 from gateway.loop.service import LoopService, RetrainOptions
 
-router = APIRouter(prefix="/admin", tags=["loop"])
+router = APIRouter(prefix="/admin", tags=["loop"], route_class=BoundedRoute)
 _COMMON = (Unauthorized, AdminDisabled)
 MAX_DATASET_BYTES = 64 * 1024 * 1024
 
@@ -39,6 +39,8 @@ def parse_jsonl(raw: bytes, *, source: str) -> list[Candidate]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InvalidRequest(f"line {number}: not JSON ({exc.msg})", param="body") from exc
+        except RecursionError as exc:  # json's decoder recurses once per nesting level
+            raise InvalidRequest(f"line {number}: nested too deeply", param="body") from exc
         messages = record.get("messages") if isinstance(record, dict) else None
         valid = isinstance(messages, list) and all(
             isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
@@ -86,12 +88,12 @@ async def list_datasets(loop: LoopDep, alias: str | None = None) -> DatasetList:
 
 
 @router.get("/datasets/{alias}/{version}", responses=error_responses(*_COMMON, NotFound))
-async def show_dataset(alias: str, version: int, loop: LoopDep) -> DatasetVersion:
+async def show_dataset(alias: str, version: RowId, loop: LoopDep) -> DatasetVersion:
     return await asyncio.to_thread(loop.datasets.get, alias, version)
 
 
 @router.get("/datasets/{alias}/{a}/diff/{b}", responses=error_responses(*_COMMON, NotFound))
-async def diff_datasets(alias: str, a: int, b: int, loop: LoopDep) -> dict[str, Any]:
+async def diff_datasets(alias: str, a: RowId, b: RowId, loop: LoopDep) -> dict[str, Any]:
     return await asyncio.to_thread(loop.datasets.diff, alias, a, b)
 
 
@@ -116,5 +118,5 @@ async def jobs(
 
 
 @router.get("/jobs/{job_id}", responses=error_responses(*_COMMON, NotFound))
-async def job(job_id: int, loop: LoopDep) -> JobRecord:
+async def job(job_id: RowId, loop: LoopDep) -> JobRecord:
     return await asyncio.to_thread(loop.jobs.get, job_id)

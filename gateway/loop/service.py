@@ -21,12 +21,12 @@ from typing import Any
 
 from adapters.dataset_registry import DatasetRegistry, DatasetVersion
 from adapters.gate import GateConfig, GateVerdict, Scored, run_gate
-from adapters.jobs import JobConflict, JobRecord, JobStore
+from adapters.jobs import JobRecord, JobStore
 from adapters.trainer_process import TrainerProcess, TrainRequest
 from gateway.adapter_service import AdapterService
 from gateway.evaluation.jobs import EvalJobs
 from gateway.evaluation.service import EvalService
-from gateway.exceptions import Conflict, InvalidRequest, NotFound
+from gateway.exceptions import Conflict, InvalidRequest, NotFound, library_errors
 from gateway.internal import internal_chat
 from gateway.loop.candidates import from_corrections, from_good_samples
 from gateway.loop.shadow import ShadowMirror
@@ -115,10 +115,8 @@ class LoopService:
                 param="alias",
             )
         self._champion(alias)  # 400 when the alias is not on exactly one version
-        try:
+        with library_errors():  # JobConflict -> 409 (param alias), caught by retrain_all too
             job = await asyncio.to_thread(self.jobs.create, alias, trigger=trigger)
-        except JobConflict as exc:
-            raise Conflict(str(exc), param="alias") from exc
         await self._event("loop_job_queued", alias, job=job.id, trigger=trigger)
         self._metrics.child(self._metrics.loop_jobs, alias, "queued").inc()
         task = asyncio.create_task(

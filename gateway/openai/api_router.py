@@ -16,12 +16,14 @@ from gateway.exceptions import (
     InvalidRequest,
     ModelNotFound,
     NoReadyUpstream,
+    RateLimited,
     Unauthorized,
     UpstreamError,
     UpstreamTimeout,
 )
-from gateway.http import RelayResponse, error_responses, read_body
+from gateway.http import cancel_on_disconnect, error_responses, read_body
 from gateway.openai.protocol import ChatCompletionRequest, CompletionRequest, ModelList
+from gateway.openai.responses import RelayResponse
 from gateway.openai.serving import JSONResult, ServingResult
 
 # Inference keys are checked by ApiKeyMiddleware for everything under /v1.
@@ -31,6 +33,7 @@ _GENERATION_ERRORS = error_responses(
     InvalidRequest,
     Unauthorized,
     ModelNotFound,
+    RateLimited,
     BodyTooLarge,
     UpstreamError,
     NoReadyUpstream,
@@ -63,7 +66,8 @@ def _respond(result: ServingResult) -> Response:
 async def create_chat_completion(request: Request) -> Response:
     state = request.app.state
     body = await read_body(request, state.settings.max_body_bytes)
-    return _respond(await state.serving.create_chat_completion(body, request.state.ctx))
+    work = state.serving.create_chat_completion(body, request.state.ctx)
+    return _respond(await cancel_on_disconnect(request, work))
 
 
 @router.post(
@@ -75,9 +79,10 @@ async def create_chat_completion(request: Request) -> Response:
 async def create_completion(request: Request) -> Response:
     state = request.app.state
     body = await read_body(request, state.settings.max_body_bytes)
-    return _respond(await state.serving.create_completion(body, request.state.ctx))
+    work = state.serving.create_completion(body, request.state.ctx)
+    return _respond(await cancel_on_disconnect(request, work))
 
 
 @router.get("/models", response_model=ModelList, responses=error_responses(NoReadyUpstream))
-async def list_models(serving: ServingDep) -> ModelList:
-    return serving.list_models()
+async def list_models(request: Request, serving: ServingDep) -> ModelList:
+    return serving.list_models(key=request.state.ctx.key)  # a managed key sees what it may call

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
-from gateway.collections.protocol import Citation, RetrievalOptions
+from gateway.collections.protocol import Citation
 from gateway.exceptions import InvalidRequest
 from gateway.openai.protocol import ChatMessage
+from gateway.protocol import RetrievalOptions
 from retrieval.collections import Hit
 
 SOURCES_HEADER = (

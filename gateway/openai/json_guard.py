@@ -14,6 +14,9 @@ from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
+from referencing import Registry
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012
 
 from gateway.exceptions import InvalidRequest
 
@@ -84,7 +87,42 @@ def _validator(canonical_schema: str) -> Draft202012Validator:
             f"invalid JSON schema at {where}: {exc.message}",
             param="response_format.json_schema.schema",
         ) from exc
-    return Draft202012Validator(schema)
+    validator = Draft202012Validator(schema)
+    try:
+        _check_references(schema)
+        validator.is_valid({})  # follows the root's references: a cycle among them never ends
+    except (Unresolvable, RecursionError) as exc:
+        problem = "its references loop" if isinstance(exc, RecursionError) else str(exc)
+        raise InvalidRequest(
+            f"invalid JSON schema: {problem}"[:500], param="response_format.json_schema.schema"
+        ) from exc
+    return validator
+
+
+def _check_references(schema: dict[str, Any]) -> None:
+    """Every ``$ref`` points inside the schema (``#...``), at something that is there.
+
+    Nothing is ever fetched: constrained decoding in vLLM supports local references only, and
+    an unresolvable one would fail the validation of every answer.
+    """
+    resolver = Registry().resolver_with_root(DRAFT202012.create_resource(schema))
+    stack: list[Any] = [schema]
+    while stack:  # no recursion: the schema may be deep
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("$ref", "$dynamicRef") and isinstance(value, str):
+                    if not value.startswith("#"):
+                        raise InvalidRequest(
+                            f"JSON schema reference {value[:200]!r} is not local: only '#...' "
+                            "references are supported",
+                            param="response_format.json_schema.schema",
+                        )
+                    resolver.lookup(value)
+                else:
+                    stack.append(value)
 
 
 def violations(spec: JsonSpec, text: str | None, *, truncated: bool = False) -> list[str]:
@@ -96,7 +134,10 @@ def violations(spec: JsonSpec, text: str | None, *, truncated: bool = False) -> 
         return [f"the output is {reason} at line {exc.lineno} column {exc.colno}"]
     if spec.validator is None:
         return [] if isinstance(value, dict) else ["the output is JSON but not an object"]
-    errors = sorted(spec.validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+    try:
+        errors = sorted(spec.validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+    except (Unresolvable, RecursionError):  # a reference loop only this answer's nesting reaches
+        return ["the schema's references loop or cannot be followed for this output"]
     return [f"at {_path(error.absolute_path)}: {error.message}" for error in errors][
         :MAX_REPORTED_ERRORS
     ]

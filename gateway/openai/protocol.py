@@ -6,39 +6,39 @@ vLLM parameter through to the upstream untouched (vLLM's ``OpenAIBaseModel`` hab
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, model_validator
 
-from gateway.collections.protocol import RetrievalOptions
-
-
-class OpenAIBaseModel(BaseModel):
-    """Base of every wire model: unknown fields are kept and forwarded."""
-
-    model_config = ConfigDict(extra="allow")
-
-
-class ErrorInfo(OpenAIBaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorResponse(OpenAIBaseModel):
-    """``{"error": {"message", "type", "param", "code"}}`` as OpenAI answers it."""
-
-    error: ErrorInfo
+from gateway.protocol import OpenAIBaseModel, RetrievalOptions
 
 
 class StreamOptions(OpenAIBaseModel):
     include_usage: bool | None = None
 
 
+# OpenAI's roles; anything else is refused rather than passed to a chat template.
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
 class ChatMessage(OpenAIBaseModel):
-    role: str = Field(min_length=1)
+    role: Role
     content: str | list[Any] | None = None
+
+
+def _finite(value: Any) -> bool:
+    """No NaN or infinity anywhere in ``value`` (iterative: nesting depth is the parser's)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return False
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return True
 
 
 class GenerationRequest(OpenAIBaseModel):
@@ -47,6 +47,8 @@ class GenerationRequest(OpenAIBaseModel):
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     n: int | None = Field(default=None, ge=1)
+    best_of: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
     temperature: float | None = Field(default=None, ge=0)
     top_p: float | None = Field(default=None, gt=0, le=1)
     user: str | None = None
@@ -64,6 +66,15 @@ class GenerationRequest(OpenAIBaseModel):
         "and put the numbered sources in a system message; 'citations' come back. Not "
         "forwarded upstream.",
     )
+
+    @model_validator(mode="after")
+    def _finite_extras(self) -> GenerationRequest:
+        """Parameters we do not declare are forwarded as given: refuse the non-finite numbers
+        (``Infinity``, ``NaN``, ``1e400``) that would otherwise reach vLLM as null."""
+        for name, value in (self.__pydantic_extra__ or {}).items():
+            if not _finite(value):
+                raise ValueError(f"{name} must hold finite numbers only (no NaN or Infinity)")
+        return self
 
     @property
     def wants_usage_in_stream(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -10,9 +11,17 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
-from gateway.collections.protocol import RetrievalOptions
+from gateway.admission import AdmissionGate, RequestLimits
 from gateway.context import RequestContext
-from gateway.exceptions import GatewayError, InvalidRequest, ModelNotFound, NoReadyUpstream
+from gateway.exceptions import (
+    GatewayError,
+    InvalidRequest,
+    LibraryError,
+    ModelNotFound,
+    NoReadyUpstream,
+    from_library,
+)
+from gateway.keys.principal import ApiKeyPrincipal
 from gateway.metrics import GatewayMetrics
 from gateway.observers import AccessObserver, Capture, FinishedRequest, Observers
 from gateway.openai.grounding import Retriever, attach_citations, citations, ground, query_of
@@ -27,6 +36,7 @@ from gateway.openai.protocol import (
     StreamOptions,
 )
 from gateway.openai.streaming import JsonStreamCheck, StreamRelay
+from gateway.protocol import RetrievalOptions
 from gateway.routing import Resolver, Route
 from gateway.upstream.pool import UpstreamPool
 from retrieval.collections import Hit
@@ -88,6 +98,8 @@ class OpenAIServing:
         json_options: JsonOptions | None = None,
         observers: Observers | None = None,
         sample: SampleDecision | None = None,
+        limits: RequestLimits | None = None,
+        gate: AdmissionGate | None = None,
     ):
         self._pool = pool
         self._metrics = metrics
@@ -96,6 +108,8 @@ class OpenAIServing:
         self._json = json_options or JsonOptions()
         self._observers = observers or Observers(AccessObserver(metrics))
         self._sample = sample
+        self._limits = limits or RequestLimits()
+        self._gate = gate
 
     # --- public ------------------------------------------------------------------------------
     async def create_chat_completion(self, body: bytes, ctx: RequestContext) -> ServingResult:
@@ -104,8 +118,9 @@ class OpenAIServing:
     async def create_completion(self, body: bytes, ctx: RequestContext) -> ServingResult:
         return await self._serve("completions", body, ctx, CompletionRequest, "/v1/completions")
 
-    def list_models(self) -> ModelList:
-        """Base models and adapter versions the replicas serve, then aliases."""
+    def list_models(self, key: ApiKeyPrincipal | None = None) -> ModelList:
+        """Base models and adapter versions the replicas serve, then aliases; with a managed
+        ``key``, only those it may call."""
         if not self._pool.any_ready:
             raise NoReadyUpstream("no model server is ready")
         cards = self._pool.known_models()
@@ -116,6 +131,8 @@ class OpenAIServing:
                 ModelCard(id=alias, root=alias, parent=base)
                 for alias in self._resolver.alias_names()
             ]
+        if key is not None:
+            data = [card for card in data if key.allows(card.id)]
         return ModelList(data=data)
 
     # --- the one request path ----------------------------------------------------------------
@@ -133,7 +150,11 @@ class OpenAIServing:
         capture: Capture | None = None
         try:
             request = parse_request(model_cls, body)
+            self._limits.check(request)
             route = await self._route(request, ctx)
+            if self._gate is not None:
+                await self._gate.acquire()
+                ctx.admitted = True
             capture = self._capture(request, ctx)
             hits = await self._ground(request, route)
             if capture is not None and hits:
@@ -148,6 +169,13 @@ class OpenAIServing:
             return result
         except GatewayError as exc:
             ctx.status = exc.status_code
+            raise
+        except LibraryError as exc:  # e.g. an adapter version deleted while being routed to
+            error = from_library(exc)
+            ctx.status = error.status_code
+            raise error from exc
+        except asyncio.CancelledError:
+            ctx.status = 499  # the client left: the upstream call was dropped with it
             raise
         finally:
             if not handed_to_stream:
@@ -165,6 +193,8 @@ class OpenAIServing:
 
     async def _route(self, request: GenerationRequest, ctx: RequestContext) -> Route | None:
         """Point the request at the served name that answers it, holding adapter versions."""
+        if ctx.key is not None and not ctx.key.allows(request.model):
+            raise ModelNotFound(request.model)  # exactly as unknown: reveal nothing
         route = (
             await self._resolver.route(request.model, request.user)
             if self._resolver is not None
@@ -316,6 +346,9 @@ class OpenAIServing:
         """
         if route is not None and self._resolver is not None:
             self._resolver.release(route)
+        if ctx.admitted and self._gate is not None:
+            ctx.admitted = False
+            self._gate.release()
         self._metrics.in_flight_for(endpoint).dec()
         if not ctx.internal:
             self._observers.finish(FinishedRequest(endpoint, ctx, capture))

@@ -20,7 +20,7 @@ from gateway.context import RequestContext
 from gateway.exceptions import GatewayError, UpstreamError
 from gateway.observers import Capture
 from gateway.openai.json_guard import JsonSpec, JsonValidationFailed, violations
-from gateway.openai.protocol import ErrorInfo, ErrorResponse
+from gateway.protocol import ErrorInfo, ErrorResponse
 from gateway.upstream.pool import UpstreamCall
 
 DONE = b"data: [DONE]\n\n"

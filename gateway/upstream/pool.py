@@ -21,6 +21,7 @@ import aiohttp
 
 from gateway.exceptions import (
     NoReadyUpstream,
+    RateLimited,
     TransportError,
     UpstreamError,
     from_transport,
@@ -29,6 +30,8 @@ from gateway.exceptions import (
 from gateway.metrics import GatewayMetrics
 
 logger = logging.getLogger("tuneloop.upstream")
+
+SLOW_CHECKS_TO_DOWN = 3  # consecutive timed-out health checks before a replica is marked down
 
 
 @dataclass
@@ -40,6 +43,7 @@ class Replica:
     in_flight: int = 0
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_error: str | None = None
+    slow_checks: int = 0  # consecutive health checks that timed out
     # Loads/unloads the gateway made itself: name -> (when, card or None for unloaded). A
     # health check that began before one of them must not undo it with a stale listing.
     noted: dict[str, tuple[float, dict[str, Any] | None]] = field(default_factory=dict)
@@ -59,6 +63,8 @@ class UpstreamPool:
         metrics: GatewayMetrics,
         health_interval: float = 5.0,
         health_timeout: float = 2.0,
+        max_in_flight_per_replica: int = 128,
+        capacity_wait: float = 30.0,
     ) -> None:
         if not urls:
             raise ValueError("an upstream pool needs at least one URL")
@@ -67,11 +73,20 @@ class UpstreamPool:
         self._metrics = metrics
         self._health_interval = health_interval
         self._health_timeout = health_timeout
+        self.max_in_flight_per_replica = max_in_flight_per_replica
+        self._capacity_wait = capacity_wait
+        # Resolved (and replaced) whenever a request releases a replica while others wait.
+        self._freed: asyncio.Future[None] | None = None
         self._rotation = itertools.count()
         self._task: asyncio.Task[None] | None = None
         # Called after every passing health check, with the replica's fresh model list: the
         # adapter service reloads there any adapter it lacks (a restarted vLLM has none).
         self.on_healthy: Callable[[Replica], None] | None = None
+
+    @property
+    def client(self) -> aiohttp.ClientSession:
+        """The shared upstream HTTP session (owned by the app's lifespan)."""
+        return self._client
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -106,9 +121,19 @@ class UpstreamPool:
                 listing.raise_for_status()
                 cards = (await listing.json(content_type=None)).get("data", [])
             models = {card["id"]: card for card in cards if isinstance(card, dict) and "id" in card}
-        except (TimeoutError, aiohttp.ClientError, ValueError, AttributeError) as exc:
+        except TimeoutError as exc:
+            # A busy engine (a first grammar compile, a long prefill) can miss one check: only
+            # a run of timeouts marks it down. A refused connection or an error does at once.
+            replica.slow_checks += 1
+            if replica.slow_checks >= SLOW_CHECKS_TO_DOWN:
+                self._set_down(
+                    replica, f"{type(exc).__name__}: health check timed out", kind="health"
+                )
+            return
+        except (aiohttp.ClientError, ValueError, AttributeError) as exc:
             self._set_down(replica, f"{type(exc).__name__}: {exc}", kind="health")
             return
+        replica.slow_checks = 0
         for name, (at, card) in list(replica.noted.items()):
             if at < began:
                 del replica.noted[name]  # the listing already reflects it
@@ -179,35 +204,77 @@ class UpstreamPool:
         """Send a POST to the best replica serving ``model`` and return once headers arrive.
 
         A replica that refuses the connection (nothing was sent) is marked down and the next
-        one is tried; any other transport failure is raised as a gateway error.
+        one is tried; any other transport failure is raised as a gateway error. Replicas at
+        ``max_in_flight_per_replica`` are skipped; when all are, the request waits (at most
+        ``capacity_wait`` seconds, then 429) rather than piling up inside an engine.
         """
-        for replica in self.candidates(model):
+        candidates = self.candidates(model)
+        if candidates and candidates[0].in_flight >= self.max_in_flight_per_replica:
+            candidates = await self._wait_for_capacity(model)
+        for replica in candidates:
+            if replica.in_flight >= self.max_in_flight_per_replica:
+                continue
             replica.in_flight += 1
             try:
                 response = await self._client.post(
                     f"{replica.url}{path}", data=body, headers=headers
                 )
             except TransportError as exc:
-                replica.in_flight -= 1
+                self._release(replica)
                 if is_connect_failure(exc):
                     self.mark_down(replica, f"{type(exc).__name__}: {exc}")
                     continue
                 self._metrics.upstream_errors.labels(replica.url, type(exc).__name__).inc()
                 raise from_transport(exc) from exc
-            return UpstreamCall(replica, response, self._metrics)
+            except BaseException:  # cancelled (the client left): the replica is not held
+                self._release(replica)
+                raise
+            return UpstreamCall(replica, response, self._metrics, self._release)
         raise NoReadyUpstream(f"no ready model server serves '{model}'")
+
+    async def _wait_for_capacity(self, model: str) -> list[Replica]:
+        """Ready replicas serving ``model`` once one has a free slot; 429 past the wait."""
+        deadline = time.monotonic() + self._capacity_wait
+        while True:
+            candidates = self.candidates(model)
+            if not candidates or candidates[0].in_flight < self.max_in_flight_per_replica:
+                return candidates
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._metrics.admission_rejected.labels("replica_full").inc()
+                raise RateLimited(
+                    f"Every replica serving '{model}' has {self.max_in_flight_per_replica} "
+                    "requests in flight; retry after 1s.",
+                    limit="requests",
+                    retry_after=1,
+                )
+            if self._freed is None or self._freed.done():
+                self._freed = asyncio.get_running_loop().create_future()
+            await asyncio.wait({self._freed}, timeout=remaining)  # never cancels the future
+
+    def _release(self, replica: Replica) -> None:
+        replica.in_flight -= 1
+        if self._freed is not None and not self._freed.done():
+            self._freed.set_result(None)
 
 
 class UpstreamCall:
     """One response being read from one replica; ``aclose`` releases the replica once."""
 
-    __slots__ = ("replica", "_response", "_metrics", "_open")
+    __slots__ = ("replica", "_response", "_metrics", "_open", "_release")
 
-    def __init__(self, replica: Replica, response: aiohttp.ClientResponse, metrics: GatewayMetrics):
+    def __init__(
+        self,
+        replica: Replica,
+        response: aiohttp.ClientResponse,
+        metrics: GatewayMetrics,
+        release: Callable[[Replica], None],
+    ):
         self.replica = replica
         self._response = response
         self._metrics = metrics
         self._open = True
+        self._release = release
 
     @property
     def status(self) -> int:
@@ -236,7 +303,7 @@ class UpstreamCall:
         if not self._open:
             return
         self._open = False
-        self.replica.in_flight -= 1
+        self._release(self.replica)
         if self._response.content.at_eof():
             self._response.release()  # fully read: the connection goes back to the pool
         else:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import aiohttp
 
 from gateway.engine import free_port
 from gateway.metrics import GatewayMetrics
-from gateway.upstream.pool import UpstreamPool
+from gateway.upstream.pool import SLOW_CHECKS_TO_DOWN, UpstreamPool
 from tests.helpers import MODEL, stub_upstream
 
 
@@ -55,3 +56,29 @@ def test_unreachable_replica_is_not_ready_until_a_check_passes() -> None:
             await pool._client.close()
 
     asyncio.run(scenario())
+
+
+def test_a_stalled_replica_goes_down_after_a_run_of_slow_checks() -> None:
+    """One slow health check (a busy engine) does not take a replica out; three do."""
+    with stub_upstream() as stub:
+
+        async def scenario() -> None:
+            pool = UpstreamPool(
+                [stub.url], aiohttp.ClientSession(), metrics=GatewayMetrics(), health_timeout=0.3
+            )
+            try:
+                await pool.check_all()
+                stub.process.send_signal(signal.SIGSTOP)  # accepts connections, answers none
+                for _ in range(SLOW_CHECKS_TO_DOWN - 1):
+                    await pool.check_all()
+                    assert pool.any_ready
+                await pool.check_all()
+                assert not pool.any_ready and "timed out" in (pool.replicas[0].last_error or "")
+                stub.process.send_signal(signal.SIGCONT)
+                await pool.check_all()
+                assert pool.any_ready
+            finally:
+                stub.process.send_signal(signal.SIGCONT)
+                await pool._client.close()
+
+        asyncio.run(scenario())
