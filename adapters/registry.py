@@ -313,6 +313,12 @@ class Registry:
                 query = query.where(EventRow.subject == subject)
             return [EventRecord.model_validate(r) for r in session.scalars(query)]
 
+    def last_event_id(self) -> int:
+        """The newest event's id (0 when none): every change to versions or aliases records an
+        event, so a process sharing the database polls this to notice another's changes."""
+        with self._sessions() as session:
+            return session.scalar(select(func.max(EventRow.id))) or 0
+
     # --- helpers -----------------------------------------------------------------------------
     @staticmethod
     def _adapter(session: Session, served_name: str) -> AdapterVersionRow:

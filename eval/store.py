@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,6 +33,7 @@ _SAMPLE_FIELDS = (
     "retrieved", "status", "latency_ms", "prompt_tokens", "completion_tokens",
 )  # fmt: skip
 _FEEDBACK_FIELDS = ("id", "at", "score", "label", "correction", "comment")
+_UPSERT = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}  # ON CONFLICT dialects
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,11 +370,14 @@ class EvalStore:
             )
             if taken.rowcount:
                 return True
+        values = {"name": name, "holder": holder, "expires_at": expires}
         try:
             with self._session.begin() as session:
-                session.execute(
-                    insert(LeaseRow).values(name=name, holder=holder, expires_at=expires)
-                )
+                dialect = session.get_bind().dialect.name
+                if dialect in _UPSERT:  # no failed INSERT (an ERROR in PostgreSQL's log) per try
+                    statement = _UPSERT[dialect](LeaseRow).values(**values).on_conflict_do_nothing()
+                    return session.execute(statement.returning(LeaseRow.name)).first() is not None
+                session.execute(insert(LeaseRow).values(**values))
             return True
         except IntegrityError:
             return False  # another process holds it

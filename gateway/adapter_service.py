@@ -9,19 +9,22 @@ are serialized by a lock per key, so the database and the routing table agree.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.loading import LoraLoadError
 from adapters.registry import AdapterRecord, AliasRecord, Registry, RegistryError
 from adapters.training import read_report
 from adapters.validation import validate_adapter_dir
-from gateway.exceptions import NoReadyUpstream, UpstreamError
+from gateway.exceptions import GatewayError, NoReadyUpstream, UpstreamError
 from gateway.metrics import GatewayMetrics
 from gateway.openai.json_guard import parse_response_format
 from gateway.placement import AdapterPlacement
@@ -58,6 +61,8 @@ class AdapterService:
         self._settings = settings
         self._metrics = metrics
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)  # name:, alias:
+        self._applied: dict[str, datetime] = {}  # alias -> updated_at of the record applied
+        self._watcher: asyncio.Task[None] | None = None
         self._placement = AdapterPlacement(
             registry=registry,
             pool=pool,
@@ -78,10 +83,68 @@ class AdapterService:
             self._router.add_version(served_name)
         for alias in aliases:
             self._router.set_alias(alias.name, alias.targets, _defaults(alias))
+            self._applied[alias.name] = alias.updated_at
         await self._placement.start(ready, aliased=self._router.aliased())
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         await self._placement.close()
+
+    # --- several processes on one database -----------------------------------------------------
+    def watch(self, interval: float) -> None:
+        """Poll the registry every ``interval`` seconds and adopt what other gateway processes
+        (workers, replicas of the gateway) changed: one indexed ``max(id)`` per poll."""
+        self._watcher = asyncio.create_task(self._watch(interval), name="tuneloop-registry-watch")
+
+    async def _watch(self, interval: float) -> None:
+        seen = await asyncio.to_thread(self.registry.last_event_id)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                latest = await asyncio.to_thread(self.registry.last_event_id)
+                if latest != seen:
+                    seen = latest
+                    await self.sync()
+            except (SQLAlchemyError, RegistryError, GatewayError) as exc:
+                logger.warning("event=registry_sync_failed error=%r", str(exc))
+
+    async def sync(self) -> None:
+        """Bring the routing table in line with the registry: versions registered or deleted and
+        aliases set, flipped or deleted by another process. Aliases this process set itself
+        are recognised by their ``updated_at`` and left alone."""
+        versions = await asyncio.to_thread(self.registry.adapters)
+        aliases = {a.name: a for a in await asyncio.to_thread(self.registry.aliases)}
+        ready = {r.served_name: r.path for r in versions if r.status == "ready"}
+        changed: list[str] = []
+        for served_name, path in ready.items():
+            if not self._placement.is_ready(served_name):
+                self._placement.adopt(served_name, path)
+                self._router.add_version(served_name)
+                changed.append(served_name)
+        for gone in self._router.versions - set(ready):
+            self._router.remove_version(gone)
+            self._placement.forget(gone)
+            changed.append(gone)
+        for name, record in aliases.items():
+            if self._applied.get(name) == record.updated_at:
+                continue
+            changed.append(name)
+            async with self._locks[f"alias:{name}"]:
+                for served_name in record.targets:
+                    await self._placement.ensure_loaded(served_name)
+                self._flip(name, record, since=time.perf_counter())
+                self._applied[name] = record.updated_at
+        for name in set(self._router.aliases) - set(aliases):
+            old = self._router.aliases.get(name, set())
+            self._router.remove_alias(name)
+            self._applied.pop(name, None)
+            self._placement.retire(old)
+            changed.append(name)
+        if changed:
+            logger.info("event=registry_synced changed=%s", ",".join(sorted(changed)))
 
     # --- properties --------------------------------------------------------------------------
     @property
@@ -221,9 +284,11 @@ class AdapterService:
             await asyncio.to_thread(self.registry.delete_alias, alias)
             old = self._router.aliases.get(alias, set())
             self._router.remove_alias(alias)
+            self._applied.pop(alias, None)
         self._placement.retire(old)
 
     def _flip(self, alias: str, record: AliasRecord, *, since: float) -> None:
+        self._applied[alias] = record.updated_at
         old = self._router.aliases.get(alias, set())
         targets = record.targets
         self._router.set_alias(alias, targets, _defaults(record))  # the atomic swap

@@ -18,7 +18,6 @@ from adapters.dataset_registry import DatasetRegistry
 from adapters.gate import GateConfig
 from adapters.jobs import JobStore
 from adapters.registry import Registry
-from adapters.store import Base as AdapterTables
 from adapters.trainer_process import TrainerProcess
 from eval.drift import DriftConfig
 from eval.pii import Scrubber, ScrubberConfig
@@ -33,7 +32,7 @@ from gateway.collections import api_router as collections_router
 from gateway.collections.serving import CollectionsServing
 from gateway.dashboard import DashboardPages
 from gateway.dashboard import api_router as dashboard_router
-from gateway.db import add_missing_columns, create_db_engine
+from gateway.db import create_db_engine, upgrade
 from gateway.engine import EmbeddedEngine
 from gateway.evaluation import api_router as eval_router
 from gateway.evaluation.jobs import EvalJobs
@@ -47,7 +46,6 @@ from gateway.internal import internal_chat
 from gateway.keys import api_router as keys_router
 from gateway.keys.serving import KeyService
 from gateway.keys.store import KeyStore
-from gateway.keys.tables import Base as KeyTables
 from gateway.loop import api_router as loop_router
 from gateway.loop.service import LoopConfig, LoopService
 from gateway.loop.shadow import ShadowMirror
@@ -65,7 +63,6 @@ from gateway.upstream.pool import UpstreamPool
 from retrieval.collections import Collections
 from retrieval.embedder import DIMENSION as EMBEDDING_DIMENSION
 from retrieval.embedder import Embedder
-from retrieval.store import Base as RetrievalTables
 
 logger = logging.getLogger("tuneloop.gateway")
 
@@ -161,9 +158,12 @@ async def _start(
     stack.push_async_callback(pool.close)
     db = create_db_engine(settings.resolved_database_url)
     stack.callback(db.dispose)
-    for metadata in (AdapterTables.metadata, RetrievalTables.metadata, KeyTables.metadata):
-        if added := await asyncio.to_thread(add_missing_columns, db, metadata):
-            logger.info("event=schema_upgraded columns=%s", ",".join(added))
+    schema = await asyncio.to_thread(upgrade, db)  # Alembic, under a lock (gateway.db)
+    if schema.changed:
+        logger.info(
+            "event=schema_upgraded from=%s to=%s stamped=%s columns=%s", schema.before,
+            schema.after, schema.stamped, ",".join(schema.added_columns) or "-",
+        )  # fmt: skip
     app.state.keys = KeyService(
         await asyncio.to_thread(KeyStore, db), metrics, sync_interval=settings.key_sync_interval
     )
@@ -180,6 +180,7 @@ async def _start(
     )
     await adapters.start()
     stack.push_async_callback(adapters.close)
+    adapters.watch(settings.registry_poll_interval)  # other processes on this database
     embedder = Embedder()  # one model in memory, shared by retrieval and the rubric checks
     collections = Collections(
         db, settings.data_dir / "indexes", embedder, dimension=EMBEDDING_DIMENSION

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import sys
@@ -29,6 +30,7 @@ from gateway.cli_keys import keys_app
 from gateway.cli_loop import datasets_app, jobs, retrain
 from gateway.engine import EmbeddedEngine, EngineFailed
 from gateway.settings import Settings
+from gateway.workers import supervise
 
 app = typer.Typer(
     name="tuneloop",
@@ -116,9 +118,16 @@ def serve(
             "Without any, an embedded vLLM engine is started on the bundled model.",
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Gateway worker processes on the same port, each with its own SO_REUSEPORT "
+            "listener; they share state through the database [TUNELOOP_WORKERS]."
+        ),
+    ] = None,
 ) -> None:
     """Serve the OpenAI-compatible gateway (and, without upstreams, an embedded vLLM engine)."""
-    settings = load_settings(host=host, port=port, upstreams=upstream or None)
+    settings = load_settings(host=host, port=port, upstreams=upstream or None, workers=workers)
     configure_logging(settings.log_level)
     settings.warn_if_exposed()
 
@@ -132,10 +141,15 @@ def serve(
             engine.start()
             _wait_for_engine(engine)
             settings = settings.model_copy(update={"upstreams": [engine.url]})
-        # uvicorn handles SIGINT/SIGTERM itself, shuts down gracefully, restores our handler and
-        # raises the signal again: that lands in the KeyboardInterrupt below, so the engine is
-        # always stopped by us and the exit status is 0.
-        _run_gateway(settings, engine=engine, lost=lost)
+        if settings.workers > 1:
+            signal.signal(signal.SIGTERM, previous)  # the worker supervisor handles signals
+            if (reason := asyncio.run(supervise(settings, engine))) is not None:
+                lost.append(reason)
+        else:
+            # uvicorn handles SIGINT/SIGTERM itself, shuts down gracefully, restores our
+            # handler and raises the signal again: that lands in the KeyboardInterrupt below,
+            # so the engine is always stopped by us and the exit status is 0.
+            _run_gateway(settings, engine=engine, lost=lost)
     except EngineFailed as exc:
         console.print(f"[red]embedded engine failed:[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -146,8 +160,9 @@ def serve(
             engine.close()
         signal.signal(signal.SIGTERM, previous)
     if lost:
-        # The supervisor gave up restarting the engine: exit non-zero for systemd/Kubernetes.
-        console.print(f"[red]embedded engine lost:[/red] {lost[0]}")
+        # A supervisor gave up (the engine, or workers that keep dying): exit non-zero so
+        # systemd or Kubernetes take over.
+        console.print(f"[red]gave up:[/red] {lost[0]}")
         raise typer.Exit(3)
 
 

@@ -89,6 +89,12 @@ class AdapterPlacement:
         """Whether the ready version ``served_name`` is deliberately off the replicas."""
         return served_name in self._unloaded
 
+    def adopt(self, served_name: str, path: str) -> None:
+        """A version another gateway process registered: ready here too, loaded on the replicas
+        (idempotently) by the first request or alias that needs it."""
+        self._paths[served_name] = path
+        self._unloaded.add(served_name)
+
     def touch(self, served_name: str) -> None:
         """Note a request for ``served_name``: eviction unloads the least recently used."""
         self._last_used[served_name] = time.monotonic()

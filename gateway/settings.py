@@ -39,6 +39,19 @@ class Settings(BaseSettings):
     # --- the gateway's own HTTP server -------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="Address the gateway listens on.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port the gateway listens on.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Gateway worker processes, each with its own SO_REUSEPORT listener on the "
+        "same port (the kernel spreads connections); they share state through the database.",
+    )
+    registry_poll_interval: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds between checks for adapter and alias changes made by other "
+        "gateway processes on the same database (workers, other gateways).",
+    )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated inference keys; when set, /v1/* needs "

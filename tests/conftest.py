@@ -26,6 +26,7 @@ from adapters.base_model import prepare_base_model
 from gateway.engine import free_port
 from gateway.settings import Settings
 from tests.helpers import EXAMPLE_DATA, PROSE_DATA, ROOT, http_ok, train_adapter, wait_until
+from tests.postgres import database_url, postgres_server  # noqa: F401  (fixtures)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -1,5 +1,5 @@
-"""The dataset registry on a real SQLite file and real JSONL files: versions, lineage, the frozen
-test set, idempotence and all-or-nothing writes."""
+"""The dataset registry on a real database (SQLite, PostgreSQL) and real JSONL files: versions,
+lineage, the frozen test set, idempotence and all-or-nothing writes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import MetaData, event
 
 from adapters import dataset_registry as dataset_registry_module
 from adapters.curation import Candidate, CurationConfig, input_key, version_hash
@@ -40,13 +40,8 @@ def scrub(text: str) -> str:
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "tuneloop.db"
-
-
-@pytest.fixture
-def datasets(tmp_path: Path, db_path: Path) -> DatasetRegistry:
-    return DatasetRegistry(create_db_engine(f"sqlite:///{db_path}"), tmp_path / "datasets")
+def datasets(tmp_path: Path, database_url: str) -> DatasetRegistry:
+    return DatasetRegistry(create_db_engine(database_url), tmp_path / "datasets")
 
 
 @pytest.fixture
@@ -175,7 +170,7 @@ def test_lineage_merges_feedback_and_diffs(
 
 
 def test_pii_is_scrubbed_before_hashing_and_never_stored(
-    datasets: DatasetRegistry, examples: list[Candidate], db_path: Path, tmp_path: Path
+    datasets: DatasetRegistry, examples: list[Candidate], database_url: str, tmp_path: Path
 ) -> None:
     with_pii = [
         Candidate(chat(f"Mail dana{i}@example.com: Dana is {i} and lives in Madrid.", "{}"), "f")
@@ -190,6 +185,14 @@ def test_pii_is_scrubbed_before_hashing_and_never_stored(
         if p.is_file()
     )  # fmt: skip
     assert b"@example.com" not in stored, "an address reached a file or the database"
+    engine = create_db_engine(database_url)  # every row, on any database
+    tables = MetaData()
+    tables.reflect(engine)
+    with engine.connect() as connection:
+        rows = [repr(row) for table in tables.sorted_tables
+                for row in connection.execute(table.select())]  # fmt: skip
+    engine.dispose()
+    assert rows and not any("@example.com" in row for row in rows)
 
 
 def test_a_failed_commit_leaves_no_row_no_file_and_no_frozen_set(
@@ -261,8 +264,10 @@ def test_a_tampered_file_is_detected(datasets: DatasetRegistry, examples: list[C
     assert caught.value.reason == "corrupt"
 
 
-def test_a_stricter_config_changes_the_split(tmp_path: Path, examples: list[Candidate]) -> None:
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'other.db'}")
+def test_a_stricter_config_changes_the_split(
+    tmp_path: Path, database_url: str, examples: list[Candidate]
+) -> None:
+    engine = create_db_engine(database_url)
     config = CurationConfig(frozen_fraction=0.2, seed=5)
     datasets = DatasetRegistry(engine, tmp_path / "datasets", config=config)
     version, _ = datasets.import_examples("extract", examples)

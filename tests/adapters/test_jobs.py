@@ -1,4 +1,5 @@
-"""Retrain job state on a real SQLite file: lifecycle, one active job per alias, restarts."""
+"""Retrain job state on a real SQLite file and a real PostgreSQL database: lifecycle, one active
+job per alias, restarts."""
 
 from __future__ import annotations
 
@@ -13,13 +14,9 @@ from adapters.registry import InUse, NotFound, RegistryError
 from gateway.db import create_db_engine
 
 
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'jobs.db'}"
-
-
 @pytest.fixture
-def store(tmp_path: Path) -> JobStore:
-    return JobStore(create_db_engine(db_url(tmp_path)))
+def store(database_url: str) -> JobStore:
+    return JobStore(create_db_engine(database_url))
 
 
 def to_succeeded(store: JobStore, alias: str = "extract") -> JobRecord:
@@ -28,7 +25,9 @@ def to_succeeded(store: JobStore, alias: str = "extract") -> JobRecord:
     return store.transition(job.id, "succeeded", adapter_path="/a/extract-v2")
 
 
-def test_lifecycle_records_timings_and_outcome(store: JobStore, tmp_path: Path) -> None:
+def test_lifecycle_records_timings_and_outcome(
+    store: JobStore, tmp_path: Path, database_url: str
+) -> None:
     before = datetime.now(UTC)
     job = store.create("extract", trigger="manual", detail={"requested_by": "ops"})
     assert (job.state, job.trigger, job.started_at, job.finished_at) == (
@@ -54,7 +53,7 @@ def test_lifecycle_records_timings_and_outcome(store: JobStore, tmp_path: Path) 
     rolled = store.transition(job.id, "rolled_back", error="operator rolled back")
     assert rolled.finished_at == promoted.finished_at, "the job ended at its promotion"
 
-    again = JobStore(create_db_engine(db_url(tmp_path))).get(job.id)  # persisted, reread
+    again = JobStore(create_db_engine(database_url)).get(job.id)  # persisted, reread
     assert again == rolled
     assert (again.state, again.dataset_hash, again.served_name) == (
         "rolled_back", "sha256:ab", "extract@v2",
@@ -146,8 +145,8 @@ def test_one_active_job_per_alias(store: JobStore) -> None:
     assert store.active("extract") == second and second.id != first.id
 
 
-def test_the_database_enforces_one_active_job(tmp_path: Path) -> None:
-    store = JobStore(create_db_engine(db_url(tmp_path)))
+def test_the_database_enforces_one_active_job(database_url: str) -> None:
+    store = JobStore(create_db_engine(database_url))
     store.create("extract", trigger="drift")
     # Bypassing the store's own check, the table itself refuses a second active row.
     from sqlalchemy.exc import IntegrityError
@@ -155,15 +154,15 @@ def test_the_database_enforces_one_active_job(tmp_path: Path) -> None:
 
     from adapters.jobs import RetrainJobRow
 
-    engine = create_db_engine(db_url(tmp_path))
+    engine = create_db_engine(database_url)
     with pytest.raises(IntegrityError), Session(engine) as session, session.begin():
         session.add(RetrainJobRow(alias="extract", active_alias="extract", state="queued",
                                   trigger="manual", detail={}))  # fmt: skip
 
 
-def test_racing_creates_make_exactly_one_job(tmp_path: Path, monkeypatch) -> None:
+def test_racing_creates_make_exactly_one_job(database_url: str, monkeypatch) -> None:
     """Two gateways (two engines) both pass the friendly check, then both insert: one wins."""
-    stores = [JobStore(create_db_engine(db_url(tmp_path))) for _ in range(2)]
+    stores = [JobStore(create_db_engine(database_url)) for _ in range(2)]
     barrier = threading.Barrier(2, timeout=10)
     original = JobStore._refuse_if_active
     checked: set[int] = set()
@@ -196,8 +195,8 @@ def test_racing_creates_make_exactly_one_job(tmp_path: Path, monkeypatch) -> Non
     assert [j.id for j in stores[0].jobs(alias="extract")] == [created[0].id]
 
 
-def test_many_threads_racing_create_one_job(tmp_path: Path) -> None:
-    store = JobStore(create_db_engine(db_url(tmp_path)))
+def test_many_threads_racing_create_one_job(database_url: str) -> None:
+    store = JobStore(create_db_engine(database_url))
     barrier = threading.Barrier(8, timeout=10)
     outcomes: list[str] = []
     lock = threading.Lock()
@@ -263,10 +262,10 @@ def test_listing_is_newest_first_with_limit(store: JobStore) -> None:
 
 
 def test_a_job_changed_by_another_writer_is_not_overwritten(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A restart's fail_interrupted lands between another writer's check and its write."""
-    store, other = (JobStore(create_db_engine(db_url(tmp_path))) for _ in range(2))
+    store, other = (JobStore(create_db_engine(database_url)) for _ in range(2))
     job = store.create("extract", trigger="drift")
     store.transition(job.id, "running")
     original = JobStore._compare_and_set

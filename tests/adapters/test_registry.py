@@ -1,4 +1,5 @@
-"""The registry on a real SQLite file: versions, aliases, audit log, all-or-nothing."""
+"""The registry on a real SQLite file and a real PostgreSQL database: versions, aliases, audit
+log, all-or-nothing."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from gateway.db import create_db_engine
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Registry:
-    return Registry(create_db_engine(f"sqlite:///{tmp_path / 'r.db'}"))
+def registry(database_url: str) -> Registry:
+    return Registry(create_db_engine(database_url))
 
 
 def info(tmp_path: Path) -> AdapterInfo:
@@ -76,10 +77,10 @@ def test_delete_refused_while_an_alias_points_at_it(registry: Registry, tmp_path
 
 
 def test_two_registries_racing_for_a_version_get_a_clear_conflict(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two gateways on one database: the loser of a version number is told, nothing half-done."""
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'shared.db'}")
+    engine = create_db_engine(database_url)
     first, second = Registry(engine), Registry(engine)
     first.register("extract", info(tmp_path))
     # The race: the second read the last version before the first committed (it saw none).

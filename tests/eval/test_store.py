@@ -1,10 +1,11 @@
-"""The evaluation store on a real SQLite file: samples with scores, feedback, baselines,
-retention and job leases."""
+"""The evaluation store on a real database (SQLite, PostgreSQL): samples with scores, feedback,
+baselines, retention and job leases."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
@@ -14,8 +15,10 @@ from gateway.db import create_db_engine
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    return create_db_engine(f"sqlite:///{tmp_path / 'eval.db'}")
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = create_db_engine(database_url)
+    yield engine
+    engine.dispose()
 
 
 def sample(request_id: str, *, alias: str = "extract", at: datetime | None = None) -> dict:
@@ -96,3 +99,25 @@ def test_an_expired_lease_can_be_taken_over(engine: Engine) -> None:
     store = EvalStore(engine)
     assert store.try_lease("drift", "gateway-a", ttl=-1)  # already expired
     assert store.try_lease("drift", "gateway-b", ttl=60)
+
+
+def test_gateways_racing_for_a_free_lease_give_it_to_one(database_url: str) -> None:
+    """Six processes (an engine each) try for the same free lease at once: exactly one wins."""
+    engines = [create_db_engine(database_url) for _ in range(6)]
+    stores = [EvalStore(engine) for engine in engines]
+    barrier = threading.Barrier(len(stores), timeout=10)
+    won: list[str] = []
+
+    def attempt(index: int) -> None:
+        barrier.wait()
+        if stores[index].try_lease("drift", f"gateway-{index}", ttl=60):
+            won.append(f"gateway-{index}")
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(len(stores))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for engine in engines:
+        engine.dispose()
+    assert len(won) == 1, won

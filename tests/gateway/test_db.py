@@ -1,27 +1,209 @@
-"""Databases made by an older tuneloop keep working: missing nullable columns are added."""
+"""The schema through Alembic, on SQLite and PostgreSQL: the revisions build exactly the tables
+the code declares, one process migrates at a time, and databases made by an older tuneloop
+(before migrations) are brought up to date and stamped."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, inspect
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    func,
+    inspect,
+    select,
+)
 
 from adapters.registry import Registry
 from adapters.store import Base as AdapterTables
-from gateway.db import SchemaTooOld, add_missing_columns, create_db_engine
+from eval.tables import Base as EvalTables
+from gateway.db import (
+    BASE_REVISION,
+    MIGRATION_LOCK,
+    SchemaTooNew,
+    SchemaTooOld,
+    add_missing_columns,
+    alembic_config,
+    create_db_engine,
+    upgrade,
+)
+from gateway.keys.tables import Base as KeyTables
+from gateway.migrations import include_name, target_metadata
+from retrieval.store import Base as RetrievalTables
+
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-def test_an_older_aliases_table_gains_its_new_columns(tmp_path: Path) -> None:
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'old.db'}")
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = create_db_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def timestamp(engine: Engine) -> str:
+    """The column type ``DateTime(timezone=True)`` had in this database's tables."""
+    return str(DateTime(timezone=True).compile(dialect=engine.dialect))
+
+
+def differences(engine: Engine) -> list[object]:
+    """What Alembic's autogenerate would change to reach the code's tables (nothing, we want)."""
+    with engine.connect() as connection:
+        ours = target_metadata()
+        context = MigrationContext.configure(
+            connection,
+            opts={"compare_type": True, "include_name": include_name(ours)},
+        )
+        return compare_metadata(context, ours)
+
+
+def revisions(engine: Engine) -> list[str]:
+    with engine.connect() as connection:
+        return [
+            row[0] for row in connection.exec_driver_sql("SELECT version_num FROM alembic_version")
+        ]
+
+
+def test_the_migrations_build_exactly_the_declared_tables(engine: Engine) -> None:
+    done = upgrade(engine)
+    assert (done.before, done.after, done.stamped, done.changed) == (None, HEAD, False, True)
+    assert differences(engine) == []
+    assert set(target_metadata().tables) <= set(inspect(engine).get_table_names())
+    again = upgrade(engine)
+    assert (again.before, again.after, again.changed) == (HEAD, HEAD, False), "idempotent"
+    assert revisions(engine) == [HEAD]
+
+
+def test_a_database_from_before_migrations_is_stamped_and_upgraded(engine: Engine) -> None:
+    # As an older tuneloop left it: its libraries' create_all, an aliases table from before
+    # response_format and retrieval, no retrain_jobs table yet, and no alembic_version.
     with engine.begin() as connection:
         connection.exec_driver_sql(
-            "CREATE TABLE aliases (name VARCHAR(64) PRIMARY KEY, targets JSON NOT NULL, "
-            "previous_targets JSON, updated_at DATETIME)"
+            "CREATE TABLE aliases (name VARCHAR(64) NOT NULL PRIMARY KEY, targets JSON NOT NULL, "
+            f"previous_targets JSON, updated_at {timestamp(engine)} NOT NULL)"
         )
         connection.exec_driver_sql(
             "INSERT INTO aliases VALUES "
-            """('extract', '{"extract@v1": 100}', NULL, '2026-01-01 00:00:00')"""
+            """('extract', '{"extract@v1": 100}', NULL, '2026-01-01 00:00:00+00')"""
+        )
+    old = [t for t in AdapterTables.metadata.sorted_tables if t.name != "retrain_jobs"]
+    AdapterTables.metadata.create_all(engine, tables=old)
+    for base in (RetrievalTables, EvalTables, KeyTables):
+        base.metadata.create_all(engine)
+    assert "alembic_version" not in inspect(engine).get_table_names()
+
+    done = upgrade(engine)
+    assert (done.before, done.after, done.stamped) == (None, HEAD, True)
+    assert done.added_columns == ["aliases.response_format", "aliases.retrieval"]
+    assert differences(engine) == [], "the same schema as a database migrated from empty"
+    assert revisions(engine) == [HEAD]
+    assert Registry(engine).aliases()[0].targets == {"extract@v1": 100}, "rows are kept"
+    again = upgrade(engine)
+    assert (again.stamped, again.changed) == (False, False), "stamped once"
+
+
+def test_a_fresh_database_is_not_mistaken_for_an_old_one(engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE someone_elses (id INTEGER PRIMARY KEY)")
+    done = upgrade(engine)
+    assert (done.stamped, done.after) == (False, HEAD) and differences(engine) == []
+
+
+def test_one_process_migrates_at_a_time(database_url: str, engine: Engine) -> None:
+    """While another holds the migration lock, ``upgrade`` waits; then it does the work once."""
+    with engine.connect():
+        pass  # the SQLite file exists, in WAL mode, before another connection locks it
+    release = _hold_migration_lock(database_url, engine)
+    results: list[object] = []
+    waiting = threading.Thread(target=lambda: results.append(upgrade(engine)))
+    waiting.start()
+    time.sleep(1.0)
+    assert waiting.is_alive() and not results, "upgrade did not wait for the lock"
+    assert "alembic_version" not in inspect(engine).get_table_names()
+    release()
+    waiting.join(timeout=60)
+    assert results and results[0].after == HEAD
+
+    # Two gateways starting at once on one database: both succeed, the work is done once.
+    engines = [create_db_engine(database_url) for _ in range(2)]
+    barrier = threading.Barrier(2, timeout=10)
+    outcomes: list[object] = []
+
+    def start(index: int) -> None:
+        barrier.wait()
+        try:
+            outcomes.append(upgrade(engines[index]))
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for other in engines:
+        other.dispose()
+    assert all(getattr(o, "after", None) == HEAD for o in outcomes), outcomes
+    assert revisions(engine) == [HEAD]
+
+
+def _hold_migration_lock(database_url: str, engine: Engine) -> Callable[[], None]:
+    """Take the lock ``upgrade`` takes, from another connection; returns its release."""
+    if engine.dialect.name == "sqlite":
+        other = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+
+        def release() -> None:
+            other.execute("COMMIT")
+            other.close()
+
+        return release
+    connection = engine.connect()
+    connection.execute(select(func.pg_advisory_lock(MIGRATION_LOCK)))
+
+    def release_pg() -> None:
+        connection.execute(select(func.pg_advisory_unlock(MIGRATION_LOCK)))
+        connection.close()
+
+    return release_pg
+
+
+def test_a_database_migrated_by_a_newer_tuneloop_is_refused(engine: Engine) -> None:
+    upgrade(engine)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = 'from_the_future'")
+    with pytest.raises(SchemaTooNew, match="revision from_the_future"):
+        upgrade(engine)
+    assert revisions(engine) == ["from_the_future"], "nothing was changed"
+
+
+def test_the_first_revision_is_the_base() -> None:
+    script = ScriptDirectory.from_config(alembic_config())
+    assert script.get_base() == BASE_REVISION
+
+
+# --- the additive check, kept for stamping older databases ------------------------------------
+def test_an_older_aliases_table_gains_its_new_columns(engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "CREATE TABLE aliases (name VARCHAR(64) PRIMARY KEY, targets JSON NOT NULL, "
+            f"previous_targets JSON, updated_at {timestamp(engine)})"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO aliases VALUES "
+            """('extract', '{"extract@v1": 100}', NULL, '2026-01-01 00:00:00+00')"""
         )
     added = add_missing_columns(engine, AdapterTables.metadata)
     assert added == ["aliases.response_format", "aliases.retrieval"]
@@ -32,8 +214,7 @@ def test_an_older_aliases_table_gains_its_new_columns(tmp_path: Path) -> None:
     assert add_missing_columns(engine, AdapterTables.metadata) == [], "idempotent"
 
 
-def test_a_missing_required_column_is_refused(tmp_path: Path) -> None:
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'old.db'}")
+def test_a_missing_required_column_is_refused(engine: Engine) -> None:
     with engine.begin() as connection:
         connection.exec_driver_sql("CREATE TABLE things (id INTEGER PRIMARY KEY)")
     wanted = MetaData()

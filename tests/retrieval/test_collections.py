@@ -1,4 +1,4 @@
-"""Collections on real embeddings, real FAISS and a real SQLite file."""
+"""Collections on real embeddings, real FAISS and a real database (SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ def embedder() -> Embedder:
     return Embedder()
 
 
-def open_collections(tmp_path: Path, embedder: Embedder) -> Collections:
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'r.db'}")
+def open_collections(tmp_path: Path, embedder: Embedder, database_url: str) -> Collections:
+    engine = create_db_engine(database_url)
     collections = Collections(engine, tmp_path / "indexes", embedder, dimension=DIMENSION)
     collections.open_all()
     return collections
@@ -43,9 +43,9 @@ def test_chunks_overlap_and_cover_the_text() -> None:
 
 
 def test_upsert_replaces_old_chunks_and_delete_removes_them(
-    tmp_path: Path, embedder: Embedder
+    tmp_path: Path, embedder: Embedder, database_url: str
 ) -> None:
-    c = open_collections(tmp_path, embedder)
+    c = open_collections(tmp_path, embedder, database_url)
     c.create("facts", chunk_size=50, chunk_overlap=10)
     c.upsert("facts", [
         Document(id="hotline", text="The support hotline number is 555-0142.", source="kb/1"),
@@ -65,8 +65,8 @@ def test_upsert_replaces_old_chunks_and_delete_removes_them(
     assert c.info("facts").documents == 1
 
 
-def test_filters_and_errors(tmp_path: Path, embedder: Embedder) -> None:
-    c = open_collections(tmp_path, embedder)
+def test_filters_and_errors(tmp_path: Path, embedder: Embedder, database_url: str) -> None:
+    c = open_collections(tmp_path, embedder, database_url)
     c.create("docs")
     c.upsert("docs", [
         Document(id="a", text="Paris is the capital of France.", metadata={"lang": "en"}),
@@ -86,27 +86,29 @@ def test_filters_and_errors(tmp_path: Path, embedder: Embedder) -> None:
 
 
 def test_restart_and_a_corrupt_or_stale_index_are_rebuilt(
-    tmp_path: Path, embedder: Embedder
+    tmp_path: Path, embedder: Embedder, database_url: str
 ) -> None:
-    c = open_collections(tmp_path, embedder)
+    c = open_collections(tmp_path, embedder, database_url)
     c.create("facts")
     c.upsert("facts", [Document(id="hotline", text="The support hotline number is 555-0142.")])
-    again = open_collections(tmp_path, embedder)
+    again = open_collections(tmp_path, embedder, database_url)
     assert again.search("facts", "support hotline", top_k=1)[0].doc_id == "hotline"
 
     (tmp_path / "indexes" / "facts.faiss").write_bytes(b"garbage")
-    rebuilt = open_collections(tmp_path, embedder)
+    rebuilt = open_collections(tmp_path, embedder, database_url)
     assert rebuilt.search("facts", "support hotline", top_k=1)[0].doc_id == "hotline"
 
     # A crash after the database commit but before the index write: the file is stale.
     (tmp_path / "indexes" / "facts.json").write_text('{"generation": 0, "count": 0}')
-    stale = open_collections(tmp_path, embedder)
+    stale = open_collections(tmp_path, embedder, database_url)
     assert stale.open_all() == []  # the first open already rebuilt it
     assert stale.search("facts", "support hotline", top_k=1)[0].doc_id == "hotline"
 
 
-def test_hnsw_collections_rebuild_on_replace(tmp_path: Path, embedder: Embedder) -> None:
-    c = open_collections(tmp_path, embedder)
+def test_hnsw_collections_rebuild_on_replace(
+    tmp_path: Path, embedder: Embedder, database_url: str
+) -> None:
+    c = open_collections(tmp_path, embedder, database_url)
     c.create("big", index_kind="hnsw")
     c.upsert("big", [Document(id=str(i), text=f"fact number {i} about topic {i % 3}")
                      for i in range(20)])  # fmt: skip
