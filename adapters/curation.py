@@ -40,8 +40,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field
 
+from adapters.config import TolerantConfig
 from adapters.similarity import NearIndex, shingles, words
 
 logger = logging.getLogger("tuneloop.curation")
@@ -53,11 +54,12 @@ FEEDBACK_PREFIX = "feedback:"
 SHINGLE_WORDS = 3
 
 
-class CurationConfig(BaseModel):
+class CurationConfig(TolerantConfig):
     """How curation decides. Validated on construction; unknown keys are ignored with a warning
     so an older gateway can read a newer config (``model_dump`` round-trips)."""
 
     model_config = ConfigDict(frozen=True, allow_inf_nan=False)
+    _logger = logger
 
     near_duplicate_threshold: float = Field(
         default=0.9,
@@ -89,16 +91,6 @@ class CurationConfig(BaseModel):
         le=1024,
         description="MinHash permutations: more finds near duplicates more reliably, slower.",
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _drop_unknown(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(cls.model_fields))
-            if unknown:
-                logger.warning("CurationConfig: ignoring unknown keys %s", ", ".join(unknown))
-                return {key: value for key, value in data.items() if key not in unknown}
-        return data
 
 
 @dataclass(frozen=True)

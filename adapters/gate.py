@@ -22,10 +22,11 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
+
+from adapters.config import TolerantConfig
 
 logger = logging.getLogger("tuneloop.gate")
 
@@ -46,11 +47,12 @@ class GateError(RuntimeError):
         self.index = index
 
 
-class GateConfig(BaseModel):
+class GateConfig(TolerantConfig):
     """How strict the gate is. Validated on construction; unknown keys are ignored with a
     warning so an older gateway can read a newer config (``model_dump`` round-trips)."""
 
     model_config = ConfigDict(frozen=True, allow_inf_nan=False)
+    _logger = logger
 
     margin: float = Field(
         default=0.0,
@@ -86,16 +88,6 @@ class GateConfig(BaseModel):
         le=1024,
         description="Generate and score calls in flight at once, over both models.",
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _drop_unknown(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(cls.model_fields))
-            if unknown:
-                logger.warning("GateConfig: ignoring unknown keys %s", ", ".join(unknown))
-                return {key: value for key, value in data.items() if key not in unknown}
-        return data
 
 
 @dataclass(frozen=True)
