@@ -17,6 +17,7 @@ from adapters.gate import GateConfig, GateError, GateVerdict, Scored, decide, ru
 from adapters.jobs import JobConflict, JobRecord, JobStore
 from adapters.loading import LoraLoadError, load_adapter, unload_adapter
 from adapters.registry import (
+    REGISTRY_CHANNEL,
     AdapterRecord,
     AliasRecord,
     EventRecord,
@@ -30,6 +31,7 @@ from adapters.training import TrainConfig, TrainingReport, read_report, train
 from adapters.validation import AdapterInfo, AdapterInvalid, validate_adapter_dir
 
 __all__ = [
+    "REGISTRY_CHANNEL",
     "AdapterInfo",
     "AdapterInvalid",
     "AdapterRecord",

@@ -17,11 +17,15 @@ or MySQL). Two gateways racing on one database therefore cannot both create a jo
 Every method is synchronous and transactional (the gateway calls them from worker threads).
 State changes are compare-and-set on the state the change was validated against, so two
 writers can never both move the same job.
+
+A job may name its ``owner``: an opaque id of the process carrying it on (the gateway passes
+its process id; this library knows nothing of processes). ``fail_interrupted`` spares the
+active jobs whose owner is still live.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -37,6 +41,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    or_,
     select,
 )
 from sqlalchemy import update as sql_update
@@ -102,6 +107,7 @@ class RetrainJobRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    owner: Mapped[str | None] = mapped_column(String(36), nullable=True)  # the process on it
 
 
 class JobRecord(BaseModel):
@@ -124,6 +130,7 @@ class JobRecord(BaseModel):
     finished_at: datetime | None
     updated_at: datetime
     detail: dict[str, Any]
+    owner: str | None = None  # the id of the process carrying the job on (None: not recorded)
 
     @field_validator("created_at", "started_at", "finished_at", "updated_at")
     @classmethod
@@ -157,9 +164,17 @@ class JobStore:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     def create(
-        self, alias: str, *, trigger: str, detail: dict[str, Any] | None = None
+        self,
+        alias: str,
+        *,
+        trigger: str,
+        detail: dict[str, Any] | None = None,
+        owner: str | None = None,
     ) -> JobRecord:
-        """Queue a job for ``alias``; ``JobConflict`` when the alias already has an active one."""
+        """Queue a job for ``alias``; ``JobConflict`` when the alias already has an active one.
+
+        ``owner`` is the id of the process that will carry the job on (see ``fail_interrupted``).
+        """
         check_name("alias", alias)
         if trigger not in _TRIGGERS:
             raise RegistryError(
@@ -172,7 +187,7 @@ class JobStore:
                 now = utcnow()
                 row = RetrainJobRow(
                     alias=alias, active_alias=alias, state="queued", trigger=trigger,
-                    detail=dict(detail or {}), created_at=now, updated_at=now,
+                    detail=dict(detail or {}), created_at=now, updated_at=now, owner=owner,
                 )  # fmt: skip
                 session.add(row)
                 session.flush()
@@ -250,34 +265,48 @@ class JobStore:
             row = session.scalar(select(RetrainJobRow).where(RetrainJobRow.active_alias == alias))
             return JobRecord.model_validate(row) if row is not None else None
 
-    def fail_interrupted(self, *, reason: str) -> list[int]:
-        """Mark every active job failed with ``error=reason``; the ids, oldest first.
+    def fail_interrupted(
+        self, *, reason: str, live_owners: Collection[str] | None = None
+    ) -> list[int]:
+        """Mark active jobs whose owner is gone failed with ``error=reason``; the ids, oldest
+        first.
 
-        Called once when the gateway starts: a job's trainer and its gate run inside the
-        gateway that started them, so after a restart nothing will carry any active job on.
-        That includes ``succeeded`` jobs (trained, awaiting the gate): their adapter folder
-        stays on disk at ``adapter_path``, but the job is failed and the alias freed, so the
-        next drift alarm or operator can start afresh. The state each job was in is kept in
-        ``detail["interrupted_in"]``. With several gateways on one database, only the one
-        that runs retrains may call this, or it fails another gateway's live jobs.
+        Called when a gateway starts: a job's trainer and its gate run inside the gateway
+        process that started them (its ``owner``), so a job whose owner has stopped will never
+        be carried on. ``live_owners`` are the ids of the processes still running: their jobs
+        are spared, and every other active job (no owner, or one not in ``live_owners``) is
+        failed. ``None`` fails every active job (one process on the database, or no way to
+        tell which are live). That includes ``succeeded`` jobs (trained, awaiting the gate):
+        their adapter folder stays on disk at ``adapter_path``, but the job is failed and the
+        alias freed, so the next drift alarm or operator can start afresh. The state each job
+        was in is kept in ``detail["interrupted_in"]``.
         """
-        with self._sessions.begin() as session:
-            rows = list(
-                session.scalars(
-                    select(RetrainJobRow)
-                    .where(RetrainJobRow.state.in_(sorted(ACTIVE)))
-                    .order_by(RetrainJobRow.id)
-                )
+        query = (
+            select(RetrainJobRow)
+            .where(RetrainJobRow.state.in_(sorted(ACTIVE)))
+            .order_by(RetrainJobRow.id)
+        )
+        owners = sorted(set(live_owners or ()))
+        if owners:  # NOT IN is never true of NULL: jobs without an owner are named apart
+            query = query.where(
+                or_(RetrainJobRow.owner.is_(None), RetrainJobRow.owner.not_in(owners))
             )
+        with self._sessions.begin() as session:
+            rows = list(session.scalars(query))
             now = utcnow()
-            for row in rows:
-                row.detail = {**row.detail, "interrupted_in": row.state}
-                row.state = "failed"
-                row.active_alias = None
-                row.error = reason
-                row.finished_at = now
-                row.updated_at = now
-            return [row.id for row in rows]
+            values = {"state": "failed", "active_alias": None, "error": reason,
+                      "finished_at": now, "updated_at": now}  # fmt: skip
+            failed = []
+            for row in rows:  # compare-and-set: a job its live owner just moved is left alone
+                moved = session.execute(
+                    sql_update(RetrainJobRow)
+                    .where(RetrainJobRow.id == row.id, RetrainJobRow.state == row.state)
+                    .values(detail={**row.detail, "interrupted_in": row.state}, **values)
+                    .execution_options(synchronize_session=False)
+                )
+                if moved.rowcount == 1:
+                    failed.append(row.id)
+            return failed
 
     # --- helpers -----------------------------------------------------------------------------
     def _refuse_if_active(self, alias: str) -> None:

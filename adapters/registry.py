@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,6 +22,9 @@ from adapters.validation import AdapterInfo
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 ALIAS_WEIGHT_TOTAL = 100
+REGISTRY_CHANNEL = "tuneloop_registry"
+"""PostgreSQL: the channel every transaction that records an event notifies (payload: the
+event's id), delivered on commit only, so other processes need not wait for their next poll."""
 
 
 class RegistryError(ValueError):
@@ -108,6 +111,7 @@ class Registry:
 
     def __init__(self, engine: Engine) -> None:
         Base.metadata.create_all(engine)
+        self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     # --- adapters ----------------------------------------------------------------------------
@@ -331,4 +335,13 @@ class Registry:
 
     @staticmethod
     def _event(session: Session, kind: str, subject: str, **detail: Any) -> None:
-        session.add(EventRow(kind=kind, subject=subject, detail=detail))
+        """Record an event in the session's transaction; on PostgreSQL also queue a
+        notification on ``REGISTRY_CHANNEL``, which the server sends only if it commits."""
+        row = EventRow(kind=kind, subject=subject, detail=detail)
+        session.add(row)
+        if session.get_bind().dialect.name == "postgresql":
+            session.flush()  # the row's id, for the payload
+            session.execute(
+                text("SELECT pg_notify(:channel, :payload)"),
+                {"channel": REGISTRY_CHANNEL, "payload": str(row.id)},
+            )

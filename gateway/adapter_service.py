@@ -28,6 +28,8 @@ from gateway.exceptions import GatewayError, NoReadyUpstream, UpstreamError
 from gateway.metrics import GatewayMetrics
 from gateway.openai.json_guard import parse_response_format
 from gateway.placement import AdapterPlacement
+from gateway.presence import Presence
+from gateway.registry_watch import RegistryWatcher
 from gateway.routing import AliasDefaults, ModelRouter, Route
 from gateway.settings import Settings
 from gateway.upstream.pool import UpstreamPool
@@ -54,6 +56,7 @@ class AdapterService:
         session: aiohttp.ClientSession,
         settings: Settings,
         metrics: GatewayMetrics,
+        presence: Presence | None = None,
     ) -> None:
         self.registry = registry
         self._pool = pool
@@ -71,11 +74,19 @@ class AdapterService:
             metrics=metrics,
             base_model_name=settings.model_name,
             max_loaded_adapters=settings.max_loaded_adapters,
+            adapter_replicas=settings.adapter_replicas,
+            presence=presence,
         )
+        # The newest registry event the routing table reflects: each heartbeat reports it with
+        # the requests in flight per version, so a drain elsewhere knows when it may unload.
+        self.applied_event_id: int | None = None
+        if presence is not None:
+            presence.snapshot = self._snapshot
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         """Rebuild the routing table from the registry and load what aliases need."""
+        applied = await asyncio.to_thread(self.registry.last_event_id)  # read before the tables
         versions = await asyncio.to_thread(self.registry.adapters)
         aliases = await asyncio.to_thread(self.registry.aliases)
         ready = {r.served_name: r.path for r in versions if r.status == "ready"}
@@ -85,6 +96,7 @@ class AdapterService:
             self._router.set_alias(alias.name, alias.targets, _defaults(alias))
             self._applied[alias.name] = alias.updated_at
         await self._placement.start(ready, aliased=self._router.aliased())
+        self.applied_event_id = applied
 
     async def close(self) -> None:
         if self._watcher is not None:
@@ -95,21 +107,20 @@ class AdapterService:
 
     # --- several processes on one database -----------------------------------------------------
     def watch(self, interval: float) -> None:
-        """Poll the registry every ``interval`` seconds and adopt what other gateway processes
-        (workers, replicas of the gateway) changed: one indexed ``max(id)`` per poll."""
-        self._watcher = asyncio.create_task(self._watch(interval), name="tuneloop-registry-watch")
+        """Adopt what other gateway processes (workers, replicas of the gateway) change, within
+        about a second: woken by LISTEN/NOTIFY on PostgreSQL, by ``PRAGMA data_version`` read
+        every ``interval`` seconds on SQLite (``gateway.registry_watch``)."""
+        watcher = RegistryWatcher(self.registry.engine, self.registry, interval=interval)
+        self._watcher = asyncio.create_task(self._watch(watcher), name="tuneloop-registry-watch")
 
-    async def _watch(self, interval: float) -> None:
-        seen = await asyncio.to_thread(self.registry.last_event_id)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                latest = await asyncio.to_thread(self.registry.last_event_id)
-                if latest != seen:
-                    seen = latest
+    async def _watch(self, watcher: RegistryWatcher) -> None:
+        async with contextlib.aclosing(watcher.changes()) as changes:  # closes its connection
+            async for latest in changes:
+                try:
                     await self.sync()
-            except (SQLAlchemyError, RegistryError, GatewayError) as exc:
-                logger.warning("event=registry_sync_failed error=%r", str(exc))
+                    self.applied_event_id = latest
+                except (SQLAlchemyError, RegistryError, GatewayError) as exc:
+                    logger.warning("event=registry_sync_failed error=%r", str(exc))
 
     async def sync(self) -> None:
         """Bring the routing table in line with the registry: versions registered or deleted and
@@ -134,7 +145,7 @@ class AdapterService:
             changed.append(name)
             async with self._locks[f"alias:{name}"]:
                 for served_name in record.targets:
-                    await self._placement.ensure_loaded(served_name)
+                    await self._placement.ensure_placed(served_name)
                 self._flip(name, record, since=time.perf_counter())
                 self._applied[name] = record.updated_at
         for name in set(self._router.aliases) - set(aliases):
@@ -145,6 +156,9 @@ class AdapterService:
             changed.append(name)
         if changed:
             logger.info("event=registry_synced changed=%s", ",".join(sorted(changed)))
+
+    def _snapshot(self) -> tuple[int | None, dict[str, int]]:
+        return self.applied_event_id, self._router.in_flight_counts()
 
     # --- properties --------------------------------------------------------------------------
     @property
@@ -164,13 +178,13 @@ class AdapterService:
 
     # --- the request path --------------------------------------------------------------------
     async def route(self, model: str, user: str | None) -> Route | None:
-        """Resolve an alias or version and hold it; ``None`` for anything else (base model)."""
+        """Resolve an alias or version and hold it (it cannot be unloaded while held); ``None``
+        for anything else (base model). A version no replica holds is loaded by the pool's
+        placer when the request is sent."""
         route = self._router.resolve(model, user)
         if route is None:
             return None
-        if self._placement.is_unloaded(route.served_name):
-            await self._placement.ensure_loaded(route.served_name)
-        self._router.acquire(route.served_name)  # no await since the check: cannot be unloaded
+        self._router.acquire(route.served_name)
         self._placement.touch(route.served_name)
         return route
 
@@ -182,7 +196,7 @@ class AdapterService:
 
     # --- registration ------------------------------------------------------------------------
     async def register(self, name: str, path: str) -> AdapterRecord:
-        """Validate, record the next version, load it on every ready replica, mark it ready."""
+        """Validate, record the next version, load it where placement puts it, mark it ready."""
         info = await asyncio.to_thread(
             validate_adapter_dir,
             self.adapter_root,
@@ -212,7 +226,6 @@ class AdapterService:
         self._router.add_version(served_name)
         record = await asyncio.to_thread(self.registry.set_status, served_name, "ready")
         logger.info("event=adapter_ready served_name=%s path=%s", served_name, record.path)
-        await self._placement.enforce_capacity(keep=served_name)
         return record
 
     async def delete(self, served_name: str) -> AdapterRecord:
@@ -244,7 +257,7 @@ class AdapterService:
         # One change per alias at a time, so the database and the routing table agree.
         async with self._locks[f"alias:{alias}"]:
             for served_name in targets:
-                await self._placement.ensure_loaded(served_name)
+                await self._placement.ensure_placed(served_name)
             loaded_at = time.perf_counter()
             record = await asyncio.to_thread(
                 self.registry.set_alias,
@@ -273,7 +286,7 @@ class AdapterService:
             stored = await asyncio.to_thread(self.registry.alias, alias)  # 404 if unknown
             for served_name in stored.previous_targets or {}:
                 if served_name not in current:
-                    await self._placement.ensure_loaded(served_name)
+                    await self._placement.ensure_placed(served_name)
             loaded_at = time.perf_counter()
             record = await asyncio.to_thread(self.registry.rollback_alias, alias)
             self._flip(alias, record, since=loaded_at)
@@ -301,11 +314,6 @@ class AdapterService:
             alias, targets, record.previous_targets,
         )  # fmt: skip
         self._placement.retire(old - set(targets))
-
-    # --- loading -----------------------------------------------------------------------------
-    async def ensure_loaded(self, served_name: str) -> None:
-        """Make sure every ready replica holds ``served_name`` (a no-op when it does)."""
-        await self._placement.ensure_loaded(served_name)
 
 
 def _defaults(alias: AliasRecord) -> AliasDefaults:

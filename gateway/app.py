@@ -11,23 +11,13 @@ import aiohttp
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from adapters.dataset_registry import DatasetRegistry
-from adapters.gate import GateConfig
-from adapters.jobs import JobStore
 from adapters.registry import Registry
-from adapters.trainer_process import TrainerProcess
-from eval.drift import DriftConfig
-from eval.pii import Scrubber, ScrubberConfig
-from eval.rubrics import Scorer
-from eval.sampling import SamplingPolicy
-from eval.store import EvalStore
 from gateway.adapter_service import AdapterService
 from gateway.admin import api_router as admin_router
 from gateway.admin.serving import AdminServing
-from gateway.admission import AdmissionGate, RequestLimits
+from gateway.admission import RequestLimits
 from gateway.collections import api_router as collections_router
 from gateway.collections.serving import CollectionsServing
 from gateway.dashboard import DashboardPages
@@ -36,18 +26,15 @@ from gateway.db import create_db_engine, upgrade
 from gateway.engine import EmbeddedEngine
 from gateway.evaluation import api_router as eval_router
 from gateway.evaluation.jobs import EvalJobs
-from gateway.evaluation.judge import InternalJudge
 from gateway.evaluation.scheduler import LeasedScheduler
-from gateway.evaluation.service import EvalConfig, EvalService
 from gateway.evaluation.serving import EvalServing
 from gateway.exceptions import GatewayError, InvalidRequest, LibraryError, from_library
 from gateway.http import error_response, openai_error
-from gateway.internal import internal_chat
 from gateway.keys import api_router as keys_router
 from gateway.keys.serving import KeyService
 from gateway.keys.store import KeyStore
+from gateway.lifespan import admission_gate, mirror, start_eval, start_loop, start_supervisor
 from gateway.loop import api_router as loop_router
-from gateway.loop.service import LoopConfig, LoopService
 from gateway.loop.shadow import ShadowMirror
 from gateway.metrics import GatewayMetrics
 from gateway.middleware import BearerAuthMiddleware, RequestContextMiddleware
@@ -55,9 +42,9 @@ from gateway.observers import AccessObserver, Observers
 from gateway.openai import api_router as openai_router
 from gateway.openai.serving import JsonOptions, OpenAIServing
 from gateway.ops import api_router as ops_router
+from gateway.presence import Presence, ProcessTable
 from gateway.routing import ModelRouter
 from gateway.settings import Settings
-from gateway.supervisor import EngineSupervisor, SupervisorConfig
 from gateway.traffic import TrafficWindow
 from gateway.upstream.pool import UpstreamPool
 from retrieval.collections import Collections
@@ -89,7 +76,7 @@ def create_app(
         async with AsyncExitStack() as stack:
             await _start(app, settings, metrics, stack)
             if engine is not None:
-                await _supervise(app, settings, metrics, stack, engine, on_engine_lost)
+                await start_supervisor(app, settings, metrics, stack, engine, on_engine_lost)
             logger.info(
                 "event=gateway_started upstreams=%s ready=%d auth=%s",
                 ",".join(settings.upstreams),
@@ -153,6 +140,7 @@ async def _start(
         health_timeout=settings.health_timeout,
         max_in_flight_per_replica=settings.max_in_flight_per_replica,
         capacity_wait=settings.queue_timeout,
+        policy=settings.routing,
     )
     await pool.start()
     stack.push_async_callback(pool.close)
@@ -164,6 +152,14 @@ async def _start(
             "event=schema_upgraded from=%s to=%s stamped=%s columns=%s", schema.before,
             schema.after, schema.stamped, ",".join(schema.added_columns) or "-",
         )  # fmt: skip
+    # This process among the live ones on the database (its heartbeat: the registry poll's
+    # interval). Its snapshot (applied registry event, requests in flight) is set later.
+    presence = Presence(
+        await asyncio.to_thread(ProcessTable, db), interval=settings.registry_poll_interval
+    )
+    await presence.start()
+    stack.push_async_callback(presence.close)
+    app.state.presence = presence
     app.state.keys = KeyService(
         await asyncio.to_thread(KeyStore, db), metrics, sync_interval=settings.key_sync_interval
     )
@@ -177,6 +173,7 @@ async def _start(
         session=client,
         settings=settings,
         metrics=metrics,
+        presence=presence,
     )
     await adapters.start()
     stack.push_async_callback(adapters.close)
@@ -191,11 +188,11 @@ async def _start(
     app.state.collections = CollectionsServing(collections, metrics)
     await app.state.collections.refresh_sizes()
     app.state.pool = pool
-    evaluation = await _start_eval(app, settings, metrics, stack, db, registry, embedder)
+    evaluation = await start_eval(app, settings, metrics, stack, db, registry, embedder)
     traffic = TrafficWindow()
     shadow = ShadowMirror(
-        lambda alias, challenger, messages: _mirror(app, settings, evaluation, alias, challenger,
-                                                    messages),
+        lambda alias, challenger, messages: mirror(app, settings, evaluation, alias, challenger,
+                                                   messages),
         count=lambda alias, result: metrics.child(metrics.shadow_requests, alias, result).inc(),
     )  # fmt: skip
     app.state.serving = OpenAIServing(
@@ -222,7 +219,7 @@ async def _start(
             max_messages=settings.max_messages,
             max_stop=settings.max_stop_sequences,
         ),
-        gate=_admission_gate(settings, metrics),
+        gate=admission_gate(settings, metrics),
     )
     jobs = EvalJobs(
         evaluation, reports_dir=settings.reports_dir, retention_days=settings.eval_retention_days
@@ -234,9 +231,9 @@ async def _start(
         lambda limit: registry.events(limit=limit),
         reports_dir=settings.reports_dir,
     )
-    app.state.loop = await _start_loop(
+    app.state.loop = await start_loop(
         app, settings, stack, db, adapters=adapters, evaluation=evaluation, eval_jobs=jobs,
-        shadow=shadow,
+        shadow=shadow, presence=presence,
     )  # fmt: skip
     jobs.on_drift = app.state.loop.on_drift
     app.state.eval.retrain_jobs = lambda limit: app.state.loop.jobs.jobs(limit=limit)
@@ -253,159 +250,6 @@ async def _start(
     scheduler.start()
     stack.callback(scheduler.shutdown)
     app.state.admin = AdminServing(adapters)
-
-
-def _admission_gate(settings: Settings, metrics: GatewayMetrics) -> AdmissionGate:
-    gate = AdmissionGate(
-        max_in_flight=settings.max_in_flight,
-        max_queue=settings.max_queue,
-        queue_timeout=settings.queue_timeout,
-        on_reject=lambda reason: metrics.admission_rejected.labels(reason).inc(),
-    )
-    metrics.admission_waiting.set_function(lambda: gate.waiting)
-    return gate
-
-
-async def _supervise(
-    app: FastAPI,
-    settings: Settings,
-    metrics: GatewayMetrics,
-    stack: AsyncExitStack,
-    engine: EmbeddedEngine,
-    on_engine_lost: Callable[[str], None] | None,
-) -> None:
-    """Watch the embedded engine; after a restart, check the pool at once (adapters reload)."""
-    pool: UpstreamPool = app.state.pool
-    supervisor = EngineSupervisor(
-        engine,
-        pool.client,
-        metrics=metrics,
-        on_ready=pool.check_all,
-        on_give_up=on_engine_lost or (lambda reason: None),
-        config=SupervisorConfig(
-            check_interval=min(settings.health_interval, 5.0),
-            health_timeout=settings.health_timeout,
-            unhealthy_seconds=settings.engine_unhealthy_seconds,
-            max_restarts=settings.engine_max_restarts,
-            restart_window=settings.engine_restart_window,
-        ),
-    )
-    await supervisor.start()
-    stack.push_async_callback(supervisor.close)
-    app.state.supervisor = supervisor
-
-
-async def _start_eval(
-    app: FastAPI,
-    settings: Settings,
-    metrics: GatewayMetrics,
-    stack: AsyncExitStack,
-    db: Engine,
-    registry: Registry,
-    embedder: Embedder,
-) -> EvalService:
-    """The evaluation service: store, scrubber, scorer (its judge goes through serving)."""
-    store = await asyncio.to_thread(EvalStore, db)
-    key = settings.pii_hmac_key
-    scrubber = Scrubber(
-        ScrubberConfig(
-            phone_regions=tuple(settings.pii_phone_regions),
-            hmac_key=key.get_secret_value().encode() if key else None,
-        )
-    )
-    judge = InternalJudge(
-        lambda: app.state.serving,
-        default_model=lambda: settings.model_name,
-        metrics=metrics,
-        spend=lambda model, tokens: service.spend_judge_tokens(model, tokens),
-    )
-    service = EvalService(
-        store=store,
-        scrubber=scrubber,
-        scorer=Scorer(embed=embedder.embed, judge=judge),
-        metrics=metrics,
-        config=EvalConfig(
-            policy=SamplingPolicy(
-                default_rate=settings.eval_sample_rate, rates=settings.eval_alias_rates
-            ),
-            drift=DriftConfig(
-                baseline_samples=settings.eval_drift_baseline_samples,
-                batch_size=settings.eval_drift_batch_size,
-                k=settings.eval_drift_k,
-                h=settings.eval_drift_h,
-            ),
-            queue_size=settings.eval_queue_size,
-            max_samples_per_second=settings.eval_max_samples_per_second,
-            judge_tokens_per_hour=settings.eval_judge_tokens_per_hour,
-            default_judge_model=settings.model_name,
-        ),
-        record_event=registry.record,
-    )
-    await service.start()
-    stack.push_async_callback(service.close)
-    return service
-
-
-async def _start_loop(
-    app: FastAPI,
-    settings: Settings,
-    stack: AsyncExitStack,
-    db: Engine,
-    *,
-    adapters: AdapterService,
-    evaluation: EvalService,
-    eval_jobs: EvalJobs,
-    shadow: ShadowMirror,
-) -> LoopService:
-    """The retraining loop: job store, dataset registry, trainer process, gate, canary."""
-    loop = LoopService(
-        jobs=await asyncio.to_thread(JobStore, db),
-        datasets=await asyncio.to_thread(DatasetRegistry, db, settings.data_dir / "datasets"),
-        trainer=TrainerProcess(env={"TUNELOOP_MODEL_PATH": str(settings.base_model_path)}),
-        adapters=adapters,
-        evaluation=evaluation,
-        eval_jobs=eval_jobs,
-        shadow=shadow,
-        serving=lambda: app.state.serving,
-        config=LoopConfig(
-            train_steps=settings.loop_train_steps,
-            train_eval_every=settings.loop_train_eval_every,
-            train_lr=settings.loop_train_lr,
-            train_timeout=settings.loop_train_timeout,
-            candidate_min_score=settings.loop_candidate_min_score,
-            gate=GateConfig(
-                margin=settings.loop_gate_margin,
-                check_tolerance=settings.loop_gate_check_tolerance,
-            ),
-            shadow_share=settings.loop_shadow_share,
-            canary_share=settings.loop_canary_share,
-            canary_samples=settings.loop_canary_samples,
-            canary_timeout=settings.loop_canary_timeout,
-            retrain_on_drift=settings.loop_retrain_on_drift,
-        ),
-        work_dir=settings.data_dir,
-        metrics=app.state.metrics,
-    )
-    await loop.start()
-    stack.push_async_callback(loop.close)
-    return loop
-
-
-async def _mirror(
-    app: FastAPI,
-    settings: Settings,
-    evaluation: EvalService,
-    alias: str,
-    challenger: str,
-    messages: list[dict],
-) -> float | None:
-    """One shadow request: the challenger's answer, scored with the alias's rubric."""
-    body = {"model": challenger, "messages": messages, "temperature": 0, "max_tokens": 64}
-    answer = await internal_chat(app.state.serving, body, purpose="shadow")
-    result = await evaluation.score_answer(
-        alias, sample_id=f"shadow-{challenger}", messages=messages, answer=answer.text
-    )
-    return result.total if result is not None else None
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -114,7 +114,8 @@ def serve(
         list[str] | None,
         typer.Option(
             "--upstream",
-            help="Base URL of a vLLM OpenAI server; repeat for replicas [TUNELOOP_UPSTREAMS]. "
+            help="Base URL of a vLLM OpenAI server; repeat (or comma-separate) for replicas "
+            "[TUNELOOP_UPSTREAMS]. "
             "Without any, an embedded vLLM engine is started on the bundled model.",
         ),
     ] = None,

@@ -127,6 +127,25 @@ class GatewayMetrics:
             ["collection"],
             registry=r,
         )
+        self.adapter_loads = Counter(
+            "tuneloop_adapter_loads",
+            "Adapter versions loaded on a replica, by why (register, alias, demand, reconcile).",
+            ["reason"],
+            registry=r,
+        )
+        self.adapter_evictions = Counter(
+            "tuneloop_adapter_evictions",
+            "Idle adapter versions unloaded from a replica to stay within its capacity.",
+            registry=r,
+        )
+        self.routing_decisions = Counter(
+            "tuneloop_routing_decisions",
+            "Replica choices, by what decided: single (one replica serves the model), "
+            "saturation, load, kv_cache, rotation, capacity, placed (loaded on demand), "
+            "failover, round_robin.",
+            ["reason"],
+            registry=r,
+        )
         self.alias_flip = Histogram(
             "tuneloop_alias_flip_seconds",
             "From an alias's targets being loaded to requests routing to them (registry write "
@@ -232,6 +251,10 @@ class GatewayMetrics:
             self._child(self.json_validations, model, json_result).inc()
         if json_repairs:
             self._child(self.json_repairs, model).inc(json_repairs)
+
+    def route(self, reason: str) -> None:
+        """One replica choice and the reason that decided it (a bounded set)."""
+        self._child(self.routing_decisions, reason).inc()
 
     def child(self, family: Counter | Gauge | Histogram, *labels: str) -> Any:
         """A cached labelled child of any family on this registry."""

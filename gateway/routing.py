@@ -147,6 +147,10 @@ class ModelRouter:
     def in_flight(self, served_name: str) -> int:
         return self._in_flight.get(served_name, 0)
 
+    def in_flight_counts(self) -> dict[str, int]:
+        """Requests held per served name now (names with none left out)."""
+        return dict(self._in_flight)
+
     async def wait_drained(self, served_name: str) -> None:
         """Return once no request holds ``served_name``."""
         while self.in_flight(served_name) > 0:

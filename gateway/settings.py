@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -19,9 +19,12 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 def _split_csv(value: object) -> object:
-    """Accept ``a,b,c`` from the environment as well as a list from code."""
+    """Accept ``a,b,c`` from the environment as well as a list (whose items may be ``a,b``
+    too, as a repeated command-line option gives them)."""
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return [part for item in value for part in _split_csv(item)]  # type: ignore[union-attr]
     return value
 
 
@@ -49,8 +52,10 @@ class Settings(BaseSettings):
     registry_poll_interval: float = Field(
         default=1.0,
         gt=0,
-        description="Seconds between checks for adapter and alias changes made by other "
-        "gateway processes on the same database (workers, other gateways).",
+        description="Seconds between heartbeats in the table of live gateway processes, and "
+        "between checks for adapter and alias changes other processes made on the same "
+        "database (SQLite: PRAGMA data_version; PostgreSQL: only while its LISTEN connection "
+        "is down).",
     )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
@@ -138,7 +143,21 @@ class Settings(BaseSettings):
         default=4,
         gt=0,
         description="Adapter versions kept loaded on each replica; idle versions no alias "
-        "points at are unloaded beyond it (match vLLM's --max-cpu-loras).",
+        "points at are unloaded beyond it, least recently used first (match vLLM's "
+        "--max-cpu-loras).",
+    )
+    adapter_replicas: int = Field(
+        default=0,
+        ge=0,
+        description="Replicas each adapter version is loaded on (0: every ready replica). "
+        "Requests go to a replica holding their adapter; a version held by none is loaded on "
+        "the least loaded replica when first asked for.",
+    )
+    routing: Literal["adapter_affinity", "round_robin"] = Field(
+        default="adapter_affinity",
+        description="adapter_affinity: a replica holding the request's adapter, then vLLM's "
+        "queue and KV use, then least in flight. round_robin: replicas in turn, each loading "
+        "the adapters it is sent (the baseline bench/overhead.py compares against).",
     )
 
     # --- guaranteed JSON ------------------------------------------------------------------------

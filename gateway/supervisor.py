@@ -15,12 +15,13 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import aiohttp
 
 from gateway.engine import EmbeddedEngine, EngineFailed
 from gateway.metrics import GatewayMetrics
+from gateway.settings import Settings
 
 logger = logging.getLogger("tuneloop.engine")
 
@@ -36,6 +37,20 @@ class SupervisorConfig:
     restart_window: float = 600.0
     backoff_initial: float = 1.0  # seconds before the first restart, doubled each time
     backoff_max: float = 30.0
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, check_interval: float | None = None
+    ) -> SupervisorConfig:
+        """The engine's health and restart settings; ``check_interval`` when given (else the
+        default above), the backoff defaults as they are."""
+        config = cls(
+            health_timeout=settings.health_timeout,
+            unhealthy_seconds=settings.engine_unhealthy_seconds,
+            max_restarts=settings.engine_max_restarts,
+            restart_window=settings.engine_restart_window,
+        )
+        return config if check_interval is None else replace(config, check_interval=check_interval)
 
 
 class EngineSupervisor:

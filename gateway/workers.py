@@ -167,12 +167,7 @@ async def supervise(settings: Settings, engine: EmbeddedEngine | None) -> str | 
                 metrics=GatewayMetrics(),  # the parent serves no /metrics: workers do
                 on_ready=lambda: asyncio.sleep(0),  # workers' health checks reload adapters
                 on_give_up=give_up,
-                config=SupervisorConfig(
-                    health_timeout=settings.health_timeout,
-                    unhealthy_seconds=settings.engine_unhealthy_seconds,
-                    max_restarts=settings.engine_max_restarts,
-                    restart_window=settings.engine_restart_window,
-                ),
+                config=SupervisorConfig.from_settings(settings),
             )
             await supervisor.start()
         try:

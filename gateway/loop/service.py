@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from adapters.dataset_registry import DatasetRegistry, DatasetVersion
 from adapters.gate import GateConfig, GateVerdict, Scored, run_gate
 from adapters.jobs import JobRecord, JobStore
@@ -32,6 +34,7 @@ from gateway.loop.candidates import from_corrections, from_good_samples
 from gateway.loop.shadow import ShadowMirror
 from gateway.metrics import GatewayMetrics
 from gateway.openai.serving import OpenAIServing
+from gateway.presence import Presence
 
 logger = logging.getLogger("tuneloop.loop")
 
@@ -78,7 +81,11 @@ class LoopService:
         config: LoopConfig,
         work_dir: Path,
         metrics: GatewayMetrics,
+        presence: Presence | None = None,
     ) -> None:
+        """``presence``: this process among the live gateway processes. Jobs are created with
+        its id as their owner, and at start only jobs whose owner is no longer live are failed;
+        without it every active job is failed at start (one process on the database)."""
         self.jobs = jobs
         self.datasets = datasets
         self._trainer = trainer
@@ -90,15 +97,46 @@ class LoopService:
         self.config = config
         self._work = work_dir
         self._metrics = metrics
+        self._presence = presence
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._recheck: asyncio.Task[None] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
-        failed = await asyncio.to_thread(self.jobs.fail_interrupted, reason="gateway restarted")
+        """Fail the active jobs nobody carries on: a job's trainer and gate run inside the
+        gateway process that created it, so one whose owner is not live is orphaned."""
+        presence = self._presence
+        await self._fail_interrupted(
+            "gateway restarted", presence.live_ids() if presence is not None else None
+        )
+        if presence is not None:
+            self._recheck = asyncio.create_task(
+                self._fail_orphans_later(presence, presence.live_ids()), name="loop-recheck"
+            )
+
+    async def _fail_orphans_later(self, presence: Presence, seen: set[str]) -> None:
+        """Once more when the liveness window has passed: a process that died just before
+        this one started (a worker restarted at once) still looked live at the first pass."""
+        await asyncio.sleep(presence.max_age)
+        try:
+            live = {record.id for record in await presence.live()} | {presence.process_id}
+            if seen - live:  # one that looked live at start has stopped since
+                await self._fail_interrupted("its gateway process stopped", live)
+        except SQLAlchemyError as exc:  # the next gateway to start will look again
+            logger.warning("event=jobs_recheck_failed error=%s", type(exc).__name__)
+
+    async def _fail_interrupted(self, reason: str, live: set[str] | None) -> None:
+        failed = await asyncio.to_thread(
+            self.jobs.fail_interrupted, reason=reason, live_owners=live
+        )
         if failed:
-            logger.warning("event=jobs_interrupted ids=%s", ",".join(map(str, failed)))
+            logger.warning("event=jobs_interrupted ids=%s reason=%r",
+                           ",".join(map(str, failed)), reason)  # fmt: skip
 
     async def close(self) -> None:
+        if self._recheck is not None:
+            self._recheck.cancel()
+            await asyncio.gather(self._recheck, return_exceptions=True)
         for task in self._tasks.values():
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
@@ -116,7 +154,9 @@ class LoopService:
             )
         self._champion(alias)  # 400 when the alias is not on exactly one version
         with library_errors():  # JobConflict -> 409 (param alias), caught by retrain_all too
-            job = await asyncio.to_thread(self.jobs.create, alias, trigger=trigger)
+            job = await asyncio.to_thread(
+                self.jobs.create, alias, trigger=trigger, owner=self._owner
+            )
         await self._event("loop_job_queued", alias, job=job.id, trigger=trigger)
         self._metrics.child(self._metrics.loop_jobs, alias, "queued").inc()
         task = asyncio.create_task(
@@ -134,6 +174,10 @@ class LoopService:
                 await self.retrain(alias, trigger="schedule")
             except (Conflict, InvalidRequest, NotFound) as exc:
                 logger.info("event=retrain_skipped alias=%s reason=%r", alias, exc.message)
+
+    @property
+    def _owner(self) -> str | None:
+        return self._presence.process_id if self._presence is not None else None
 
     def scrub(self, text: str) -> str:
         """The eval scrubber: imported and production examples are scrubbed alike."""

@@ -40,10 +40,11 @@ def target_metadata() -> MetaData:
     from adapters.store import Base as AdapterTables
     from eval.tables import Base as EvalTables
     from gateway.keys.tables import Base as KeyTables
+    from gateway.presence_tables import Base as PresenceTables
     from retrieval.store import Base as RetrievalTables
 
     union = MetaData()
-    for base in (AdapterTables, RetrievalTables, EvalTables, KeyTables):
+    for base in (AdapterTables, RetrievalTables, EvalTables, KeyTables, PresenceTables):
         for table in base.metadata.sorted_tables:
             table.to_metadata(union)
     return union

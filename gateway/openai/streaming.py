@@ -21,7 +21,7 @@ from gateway.exceptions import GatewayError, UpstreamError
 from gateway.observers import Capture
 from gateway.openai.json_guard import JsonSpec, JsonValidationFailed, violations
 from gateway.protocol import ErrorInfo, ErrorResponse
-from gateway.upstream.pool import UpstreamCall
+from gateway.upstream.call import UpstreamCall
 
 DONE = b"data: [DONE]\n\n"
 _SEPARATOR = b"\n\n"

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from gateway.deps import PoolDep
+from gateway.ops.protocol import Readiness, UpstreamStatus
 
 router = APIRouter(tags=["ops"])
 
@@ -15,17 +16,19 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="At least one upstream is ready (503 otherwise)")
+@router.get(
+    "/readyz",
+    summary="At least one upstream is ready (503 otherwise)",
+    response_model=Readiness,
+    responses={503: {"model": Readiness}},
+)
 async def readyz(pool: PoolDep) -> JSONResponse:
-    upstreams = [
-        {"url": r.url, "ready": r.ready, "in_flight": r.in_flight, "error": r.last_error}
-        for r in pool.replicas
-    ]
     ready = pool.any_ready
-    return JSONResponse(
-        {"status": "ready" if ready else "unavailable", "upstreams": upstreams},
-        status_code=200 if ready else 503,
+    body = Readiness(
+        status="ready" if ready else "unavailable",
+        upstreams=[UpstreamStatus.of(r) for r in pool.replicas],
     )
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
 
 @router.get("/metrics", summary="Prometheus exposition")

@@ -1,4 +1,11 @@
-"""A pool of vLLM OpenAI servers: health checks, least-in-flight choice, failover bookkeeping.
+"""A pool of vLLM OpenAI servers: health checks, adapter-aware choice, failover bookkeeping.
+
+Each health check also scrapes the replica's ``/metrics`` for vLLM's own queue (waiting,
+running, KV-cache use; ``gateway.upstream.load``). A request goes to a ready replica that
+serves its model; among several, one that is not saturated (no waiting queue, KV cache below
+95 %), then the fewest requests (vLLM's running + waiting as last scraped, corrected by this
+process's live in-flight count since), then the emptier KV cache; ties rotate. Where no ready
+replica serves the model, ``placer`` (the adapter placement) may load it on one first.
 
 The client is one ``aiohttp.ClientSession`` owned by the app's lifespan. httpx was measured
 first: its pool scans every pooled connection on each request (httpcore's
@@ -13,9 +20,9 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 
@@ -23,15 +30,22 @@ from gateway.exceptions import (
     NoReadyUpstream,
     RateLimited,
     TransportError,
-    UpstreamError,
     from_transport,
     is_connect_failure,
 )
 from gateway.metrics import GatewayMetrics
+from gateway.upstream.call import UpstreamCall
+from gateway.upstream.load import EngineLoad, parse_engine_load
 
 logger = logging.getLogger("tuneloop.upstream")
 
 SLOW_CHECKS_TO_DOWN = 3  # consecutive timed-out health checks before a replica is marked down
+
+RoutingPolicy = Literal["adapter_affinity", "round_robin"]
+
+# Loads ``model`` on ``replica`` (or, given ``None``, on the replica placement prefers) when no
+# ready replica serves it; ``False`` when it is nothing placement can load (a base model).
+Placer = Callable[[str, "Replica | None"], Awaitable[bool]]
 
 
 @dataclass
@@ -44,12 +58,36 @@ class Replica:
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_error: str | None = None
     slow_checks: int = 0  # consecutive health checks that timed out
+    load: EngineLoad | None = None  # vLLM's own gauges at the last health check
+    in_flight_at_scrape: int = 0  # this process's in-flight count when ``load`` was read
     # Loads/unloads the gateway made itself: name -> (when, card or None for unloaded). A
     # health check that began before one of them must not undo it with a stale listing.
     noted: dict[str, tuple[float, dict[str, Any] | None]] = field(default_factory=dict)
 
     def serves(self, model: str) -> bool:
         return model in self.models
+
+    @property
+    def estimated_load(self) -> float:
+        """Requests on the replica now, as well as this process can tell: vLLM's running and
+        waiting at the last scrape (other gateways' included), corrected by how this
+        process's own in-flight count moved since."""
+        if self.load is None:
+            return float(self.in_flight)
+        others = self.load.running + self.load.waiting - self.in_flight_at_scrape
+        return self.in_flight + max(0.0, others)
+
+    def rank(self) -> tuple[bool, float, float]:
+        """Sort key: not saturated first, then least loaded, then the emptier KV cache."""
+        load = self.load
+        return (
+            load is not None and load.saturated,
+            self.estimated_load,
+            load.kv_use if load is not None else 0.0,
+        )
+
+
+_REASONS = ("saturation", "load", "kv_cache")  # which part of ``Replica.rank`` decided
 
 
 class UpstreamPool:
@@ -65,6 +103,7 @@ class UpstreamPool:
         health_timeout: float = 2.0,
         max_in_flight_per_replica: int = 128,
         capacity_wait: float = 30.0,
+        policy: RoutingPolicy = "adapter_affinity",
     ) -> None:
         if not urls:
             raise ValueError("an upstream pool needs at least one URL")
@@ -75,13 +114,16 @@ class UpstreamPool:
         self._health_timeout = health_timeout
         self.max_in_flight_per_replica = max_in_flight_per_replica
         self._capacity_wait = capacity_wait
+        self.policy: RoutingPolicy = policy
         # Resolved (and replaced) whenever a request releases a replica while others wait.
         self._freed: asyncio.Future[None] | None = None
         self._rotation = itertools.count()
         self._task: asyncio.Task[None] | None = None
-        # Called after every passing health check, with the replica's fresh model list: the
-        # adapter service reloads there any adapter it lacks (a restarted vLLM has none).
-        self.on_healthy: Callable[[Replica], None] | None = None
+        # Called after every passing health check, with the replica's fresh model list and
+        # whether it came back (was down, or its server restarted): the adapter placement
+        # gives it back the adapters it held (a restarted vLLM has none).
+        self.on_healthy: Callable[[Replica, bool], None] | None = None
+        self.placer: Placer | None = None
 
     @property
     def client(self) -> aiohttp.ClientSession:
@@ -143,12 +185,39 @@ class UpstreamPool:
                 models[name] = card
         replica.models = models
         replica.last_error = None
+        load = await self._scrape(replica, timeout)
+        came_back = not replica.ready or (
+            load is not None
+            and replica.load is not None
+            and load.started_at != replica.load.started_at
+        )
+        if load is not None:
+            replica.load = load
+            replica.in_flight_at_scrape = replica.in_flight
         self._metrics.upstream_ready.labels(replica.url).set(1)
         if not replica.ready:
             logger.info("event=upstream_ready upstream=%s models=%s", replica.url, ",".join(models))
             replica.ready = True
+        elif came_back:
+            logger.warning("event=upstream_restarted upstream=%s", replica.url)
         if self.on_healthy is not None:
-            self.on_healthy(replica)
+            self.on_healthy(replica, came_back)
+
+    async def _scrape(self, replica: Replica, timeout: aiohttp.ClientTimeout) -> EngineLoad | None:
+        """vLLM's queue gauges from the replica's ``/metrics``; ``None`` when it has none (a
+        server that is not vLLM) or the scrape failed: routing then uses in-flight counts."""
+        try:
+            async with self._client.get(f"{replica.url}/metrics", timeout=timeout) as response:
+                if response.status != 200:
+                    return None
+                text = await response.text()
+        except (TimeoutError, aiohttp.ClientError, UnicodeDecodeError):
+            return None
+        try:
+            return parse_engine_load(text)
+        except ValueError as exc:
+            logger.debug("event=upstream_metrics_unparsed upstream=%s error=%r", replica.url, exc)
+            return None
 
     def _set_down(self, replica: Replica, reason: str, *, kind: str) -> None:
         self._metrics.upstream_errors.labels(replica.url, kind).inc()
@@ -189,13 +258,23 @@ class UpstreamPool:
         return cards
 
     def candidates(self, model: str) -> list[Replica]:
-        """Ready replicas serving ``model``, least in flight first; ties rotate."""
+        """Ready replicas serving ``model``, best first (see ``Replica.rank``); ties rotate."""
+        return self._ranked(model)[0]
+
+    def _ranked(self, model: str) -> tuple[list[Replica], str]:
+        """Ready replicas serving ``model``, best first, and what decided the first place."""
         ready = [r for r in self.replicas if r.ready and r.serves(model)]
-        if len(ready) > 1:
-            shift = next(self._rotation) % len(ready)
-            ready = ready[shift:] + ready[:shift]
-            ready.sort(key=lambda r: r.in_flight)  # stable: rotation breaks ties
-        return ready
+        if len(ready) < 2:
+            return ready, "single"
+        shift = next(self._rotation) % len(ready)
+        ready = ready[shift:] + ready[:shift]
+        ready.sort(key=Replica.rank)  # stable: the rotation breaks ties
+        best, runner_up = ready[0].rank(), ready[1].rank()
+        reason = next(
+            (name for name, a, b in zip(_REASONS, best, runner_up, strict=True) if a != b),
+            "rotation",
+        )
+        return ready, reason
 
     # --- requests ----------------------------------------------------------------------------
     async def open(
@@ -204,16 +283,14 @@ class UpstreamPool:
         """Send a POST to the best replica serving ``model`` and return once headers arrive.
 
         A replica that refuses the connection (nothing was sent) is marked down and the next
-        one is tried; any other transport failure is raised as a gateway error. Replicas at
+        one is tried (where no other serves the model, ``placer`` may load it on one); any
+        other transport failure is raised as a gateway error. Replicas at
         ``max_in_flight_per_replica`` are skipped; when all are, the request waits (at most
         ``capacity_wait`` seconds, then 429) rather than piling up inside an engine.
         """
-        candidates = self.candidates(model)
-        if candidates and candidates[0].in_flight >= self.max_in_flight_per_replica:
-            candidates = await self._wait_for_capacity(model)
-        for replica in candidates:
-            if replica.in_flight >= self.max_in_flight_per_replica:
-                continue
+        failed_over = False
+        for _ in range(len(self.replicas) + 1):
+            replica, reason = await self._choose(model)
             replica.in_flight += 1
             try:
                 response = await self._client.post(
@@ -223,22 +300,58 @@ class UpstreamPool:
                 self._release(replica)
                 if is_connect_failure(exc):
                     self.mark_down(replica, f"{type(exc).__name__}: {exc}")
+                    failed_over = True
                     continue
                 self._metrics.upstream_errors.labels(replica.url, type(exc).__name__).inc()
                 raise from_transport(exc) from exc
             except BaseException:  # cancelled (the client left): the replica is not held
                 self._release(replica)
                 raise
+            self._metrics.route("failover" if failed_over else reason)
             return UpstreamCall(replica, response, self._metrics, self._release)
         raise NoReadyUpstream(f"no ready model server serves '{model}'")
 
+    async def _choose(self, model: str) -> tuple[Replica, str]:
+        """The replica for one attempt and why; waits for a free slot, loads on demand."""
+        if self.policy == "round_robin":
+            chosen = await self._next_in_turn(model)
+            if chosen is not None:
+                return chosen, "round_robin"
+        ranked, reason = self._ranked(model)
+        if not ranked and self.placer is not None and await self.placer(model, None):
+            ranked, reason = self._ranked(model)[0], "placed"
+        if not ranked:
+            raise NoReadyUpstream(f"no ready model server serves '{model}'")
+        free = [r for r in ranked if r.in_flight < self.max_in_flight_per_replica]
+        if not free:
+            free = await self._wait_for_capacity(model)
+        return free[0], reason if free[0] is ranked[0] else "capacity"
+
+    async def _next_in_turn(self, model: str) -> Replica | None:
+        """``round_robin``: the next ready replica in turn, made to serve ``model`` if it does
+        not (the baseline adapter-aware routing is measured against)."""
+        ready = [r for r in self.replicas if r.ready]
+        if not ready:
+            return None
+        replica = ready[next(self._rotation) % len(ready)]
+        if replica.in_flight >= self.max_in_flight_per_replica:
+            return None
+        if replica.serves(model) or (self.placer is not None and await self.placer(model, replica)):
+            return replica
+        return None
+
     async def _wait_for_capacity(self, model: str) -> list[Replica]:
-        """Ready replicas serving ``model`` once one has a free slot; 429 past the wait."""
+        """Ready replicas serving ``model`` with a free slot, once there is one; 429 past the
+        wait."""
         deadline = time.monotonic() + self._capacity_wait
         while True:
-            candidates = self.candidates(model)
-            if not candidates or candidates[0].in_flight < self.max_in_flight_per_replica:
-                return candidates
+            free = [
+                r for r in self.candidates(model) if r.in_flight < self.max_in_flight_per_replica
+            ]
+            if free:
+                return free
+            if not self.candidates(model):
+                raise NoReadyUpstream(f"no ready model server serves '{model}'")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self._metrics.admission_rejected.labels("replica_full").inc()
@@ -256,55 +369,3 @@ class UpstreamPool:
         replica.in_flight -= 1
         if self._freed is not None and not self._freed.done():
             self._freed.set_result(None)
-
-
-class UpstreamCall:
-    """One response being read from one replica; ``aclose`` releases the replica once."""
-
-    __slots__ = ("replica", "_response", "_metrics", "_open", "_release")
-
-    def __init__(
-        self,
-        replica: Replica,
-        response: aiohttp.ClientResponse,
-        metrics: GatewayMetrics,
-        release: Callable[[Replica], None],
-    ):
-        self.replica = replica
-        self._response = response
-        self._metrics = metrics
-        self._open = True
-        self._release = release
-
-    @property
-    def status(self) -> int:
-        return self._response.status
-
-    async def read(self) -> bytes:
-        """The whole body; a transport failure is raised as the matching gateway error."""
-        try:
-            return await self._response.read()
-        except TransportError as exc:
-            raise self._failed(exc) from exc
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive; a transport failure is raised as a gateway error."""
-        try:
-            async for chunk in self._response.content.iter_any():
-                yield chunk
-        except TransportError as exc:
-            raise self._failed(exc) from exc
-
-    def _failed(self, exc: BaseException) -> UpstreamError:
-        self._metrics.upstream_errors.labels(self.replica.url, type(exc).__name__).inc()
-        return from_transport(exc)
-
-    async def aclose(self) -> None:
-        if not self._open:
-            return
-        self._open = False
-        self._release(self.replica)
-        if self._response.content.at_eof():
-            self._response.release()  # fully read: the connection goes back to the pool
-        else:
-            self._response.close()  # abandoned mid-body: drop it so the upstream stops work

@@ -244,6 +244,34 @@ def test_fail_interrupted_fails_every_active_job(store: JobStore) -> None:
     assert store.fail_interrupted(reason="again") == [fresh.id]
 
 
+def test_fail_interrupted_spares_the_jobs_of_live_owners(store: JobStore) -> None:
+    """Several gateway processes on one database: one starting fails only the jobs whose
+    process has stopped (or that name none), never another live process's."""
+    live_queued = store.create("a", trigger="drift", owner="p-live")
+    live_running = store.create("b", trigger="manual", owner="p-live")
+    store.transition(live_running.id, "running")
+    other_live = to_succeeded(store, "c")  # no owner yet: made as before owners existed
+    dead = store.create("d", trigger="drift", owner="p-dead")
+    store.transition(dead.id, "running")
+    unowned = store.create("e", trigger="schedule")
+    assert (live_queued.owner, unowned.owner, store.get(dead.id).owner) == (
+        "p-live", None, "p-dead",
+    )  # fmt: skip
+
+    ids = store.fail_interrupted(reason="gateway restarted", live_owners={"p-live", "p-new"})
+
+    assert ids == [other_live.id, dead.id, unowned.id], "no owner, or one not live"
+    assert store.get(dead.id).detail["interrupted_in"] == "running"
+    assert store.get(live_queued.id).state == "queued" and store.get(live_running.id).active
+    assert store.active("b") is not None and store.active("d") is None
+    assert store.fail_interrupted(reason="again", live_owners=["p-live"]) == []
+    assert store.fail_interrupted(reason="p-live stopped", live_owners=["p-new"]) == [
+        live_queued.id, live_running.id,
+    ]  # fmt: skip
+    lone = store.create("a", trigger="manual", owner="p-new")
+    assert store.fail_interrupted(reason="nobody is live", live_owners=[]) == [lone.id]
+
+
 def test_listing_is_newest_first_with_limit(store: JobStore) -> None:
     ids = []
     for _ in range(3):

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -26,6 +27,7 @@ from sqlalchemy import (
     select,
 )
 
+from adapters.jobs import JobStore
 from adapters.registry import Registry
 from adapters.store import Base as AdapterTables
 from eval.tables import Base as EvalTables
@@ -41,6 +43,7 @@ from gateway.db import (
 )
 from gateway.keys.tables import Base as KeyTables
 from gateway.migrations import include_name, target_metadata
+from gateway.presence import ProcessTable
 from retrieval.store import Base as RetrievalTables
 
 HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
@@ -112,6 +115,50 @@ def test_a_database_from_before_migrations_is_stamped_and_upgraded(engine: Engin
     assert Registry(engine).aliases()[0].targets == {"extract@v1": 100}, "rows are kept"
     again = upgrade(engine)
     assert (again.stamped, again.changed) == (False, False), "stamped once"
+
+
+def test_a_database_at_the_first_revision_gains_processes_and_job_owners(engine: Engine) -> None:
+    """0001 -> 0002: the table of live gateway processes and ``retrain_jobs.owner`` appear,
+    the jobs already there are kept (with no owner); and 0002 goes back down cleanly."""
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), BASE_REVISION)
+        connection.exec_driver_sql(
+            "INSERT INTO retrain_jobs (alias, active_alias, state, trigger, detail, created_at, "
+            "updated_at) VALUES ('extract', 'extract', 'running', 'drift', '{}', "
+            "'2026-01-01 00:00:00+00', '2026-01-01 00:00:00+00')"
+        )
+    assert "gateway_processes" not in inspect(engine).get_table_names()
+
+    done = upgrade(engine)
+    assert (done.before, done.after, done.stamped) == (BASE_REVISION, HEAD, False)
+    assert differences(engine) == []
+    assert "gateway_processes" in inspect(engine).get_table_names()
+    [job] = JobStore(engine).jobs()
+    assert (job.alias, job.state, job.owner) == ("extract", "running", None), "rows are kept"
+    assert JobStore(engine).fail_interrupted(reason="r", live_owners={"p"}) == [job.id]
+
+    with engine.begin() as connection:
+        command.downgrade(alembic_config(connection), BASE_REVISION)
+    assert "gateway_processes" not in inspect(engine).get_table_names()
+    assert "owner" not in {c["name"] for c in inspect(engine).get_columns("retrain_jobs")}
+    assert revisions(engine) == [BASE_REVISION]
+    assert upgrade(engine).after == HEAD and differences(engine) == []
+
+
+def test_a_database_made_by_the_stores_themselves_is_stamped_and_upgraded(
+    engine: Engine,
+) -> None:
+    """The libraries' ``create_all`` (a job store opened before any gateway ran on the file)
+    already made the tables and columns of later revisions: those revisions keep them."""
+    JobStore(engine).create("extract", trigger="drift", owner="p")
+    ProcessTable(engine).join("p", 1, "h")
+    assert "alembic_version" not in inspect(engine).get_table_names()
+
+    done = upgrade(engine)
+    assert (done.before, done.after, done.stamped) == (None, HEAD, True)
+    assert differences(engine) == [] and revisions(engine) == [HEAD]
+    assert JobStore(engine).jobs()[0].owner == "p", "rows are kept"
+    assert [p.id for p in ProcessTable(engine).live(max_age=60)] == ["p"]
 
 
 def test_a_fresh_database_is_not_mistaken_for_an_old_one(engine: Engine) -> None:

@@ -1,14 +1,28 @@
-"""The loop's gateway-side parts that need no engine: production candidates and the shadow
-mirror's bookkeeping (bounded, failures counted, never raised into a request)."""
+"""The loop's gateway-side parts that need no engine: production candidates, the shadow
+mirror's bookkeeping (bounded, failures counted, never raised into a request), and which
+retrain jobs a starting gateway fails when other gateway processes share its database."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
+from typing import Any
 
+import pytest
+
+from adapters.dataset_registry import DatasetRegistry
+from adapters.jobs import JobStore
+from adapters.trainer_process import TrainerProcess
+from gateway import presence as presence_module
 from gateway.context import RequestContext
+from gateway.db import create_db_engine, upgrade
 from gateway.loop.candidates import from_corrections, from_good_samples
+from gateway.loop.service import LoopConfig, LoopService
 from gateway.loop.shadow import ShadowMirror
+from gateway.metrics import GatewayMetrics
 from gateway.observers import Capture, FinishedRequest
+from gateway.presence import Presence, ProcessTable
 
 ASKED = {"messages": [{"role": "system", "content": "Answer in JSON."},
                       {"role": "user", "content": "Ana is 30 and lives in Rome."}]}  # fmt: skip
@@ -90,3 +104,61 @@ def test_shadow_skips_when_its_slots_are_full() -> None:
 
     asyncio.run(run())
     assert counted.count("skipped") == 1 and counted.count("scored") == 1
+
+
+async def no_mirror(alias: str, challenger: str, messages: list[dict]) -> float | None:
+    return None
+
+
+def test_a_starting_gateway_fails_only_the_jobs_nobody_carries_on(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs of live processes survive; jobs with no owner or a long-gone one fail at once;
+    a job whose process died just before (still looking live) fails once its heartbeat is
+    stale. The loop's other parts are not used by its start and stop."""
+    monkeypatch.setattr(presence_module, "MIN_MAX_AGE_S", 1.0)  # the liveness window
+    engines = [create_db_engine(database_url) for _ in range(2)]
+    upgrade(engines[0])
+    store = JobStore(engines[0])
+
+    async def run() -> None:
+        other = Presence(ProcessTable(engines[1]), interval=0.05)  # another live gateway
+        await other.start()
+        theirs = store.create("a", trigger="drift", owner=other.process_id)
+        store.create("b", trigger="manual")  # made before jobs had owners
+        store.create("c", trigger="drift", owner="stopped-long-ago")
+        table = ProcessTable(engines[0])
+        table.join("just-died", 7, "h")  # died a moment ago: its heartbeat is still fresh
+        dying = store.create("d", trigger="drift", owner="just-died")
+        store.transition(dying.id, "running")
+
+        me = Presence(table, interval=0.05)
+        await me.start()
+        unused: Any = None  # start and close touch neither adapters, evaluation nor serving
+        loop = LoopService(
+            jobs=store, datasets=DatasetRegistry(engines[0], tmp_path / "datasets"),
+            trainer=TrainerProcess(), adapters=unused, evaluation=unused, eval_jobs=unused,
+            shadow=ShadowMirror(no_mirror, count=lambda alias, result: None),
+            serving=lambda: unused, config=LoopConfig(), work_dir=tmp_path,
+            metrics=GatewayMetrics(), presence=me,
+        )  # fmt: skip
+        await loop.start()
+        states = {j.alias: (j.state, j.error) for j in store.jobs()}
+        assert states["b"] == states["c"] == ("failed", "gateway restarted")
+        assert states["a"] == ("queued", None) and states["d"] == ("running", None)
+
+        deadline = time.monotonic() + 30
+        while store.get(dying.id).state == "running" and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        after = store.get(dying.id)
+        assert (after.state, after.error) == ("failed", "its gateway process stopped")
+        assert store.get(theirs.id).state == "queued", "its owner is still beating"
+        await loop.close()
+        await me.close()
+        await other.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(run(), timeout=60))
+    finally:
+        for engine in engines:
+            engine.dispose()

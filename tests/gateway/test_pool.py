@@ -9,7 +9,8 @@ import aiohttp
 
 from gateway.engine import free_port
 from gateway.metrics import GatewayMetrics
-from gateway.upstream.pool import SLOW_CHECKS_TO_DOWN, UpstreamPool
+from gateway.upstream.load import EngineLoad, parse_engine_load
+from gateway.upstream.pool import SLOW_CHECKS_TO_DOWN, Replica, UpstreamPool
 from tests.helpers import MODEL, stub_upstream
 
 
@@ -82,3 +83,159 @@ def test_a_stalled_replica_goes_down_after_a_run_of_slow_checks() -> None:
                 await pool._client.close()
 
         asyncio.run(scenario())
+
+
+def test_vllm_queue_decides_before_in_flight_counts() -> None:
+    """A replica whose vLLM reports a waiting queue (or a full KV cache) is chosen last, even
+    with fewer requests from this gateway; other gateways' running requests count as load."""
+    with stub_upstream() as a, stub_upstream() as b:
+
+        async def scenario() -> None:
+            pool = await _checked([a.url, b.url])
+            try:
+                first, second = pool.replicas
+                first.load = EngineLoad(waiting=3, running=8)
+                second.in_flight = 5
+                assert pool.candidates(MODEL) == [second, first]
+                first.load = EngineLoad(running=1, kv_use=0.97)  # nearly full: saturated
+                assert pool.candidates(MODEL) == [second, first]
+                # Not saturated: 6 running elsewhere (none of them ours) outweigh our 5.
+                first.load, first.in_flight_at_scrape = EngineLoad(running=6), 0
+                assert pool.candidates(MODEL) == [second, first]
+                # Once they were our own requests and have since finished, it is free again.
+                first.in_flight_at_scrape = 6
+                assert pool.candidates(MODEL) == [first, second]
+                # Equal load: the emptier KV cache wins.
+                second.in_flight, second.load = 0, EngineLoad(kv_use=0.5)
+                first.load = EngineLoad(kv_use=0.2, running=0)
+                assert pool.candidates(MODEL) == [first, second]
+            finally:
+                await pool._client.close()
+
+        asyncio.run(scenario())
+
+
+def test_requests_are_counted_by_what_decided_the_replica() -> None:
+    with stub_upstream() as a, stub_upstream() as b:
+
+        async def scenario() -> tuple[dict[str, float], list[str]]:
+            metrics = GatewayMetrics()
+            pool = UpstreamPool([a.url, b.url], aiohttp.ClientSession(), metrics=metrics)
+            await pool.check_all()
+            chosen = []
+            try:
+                pool.replicas[0].load = EngineLoad(waiting=2)
+                for _ in range(3):
+                    call = await pool.open("/v1/chat/completions", b"{}", model=MODEL, headers={})
+                    chosen.append(call.replica.url)
+                    await call.read()
+                    await call.aclose()
+                a.kill()  # refused connections: the request fails over
+                pool.replicas[0].load = None
+                for _ in range(2):
+                    call = await pool.open("/v1/chat/completions", b"{}", model=MODEL, headers={})
+                    chosen.append(call.replica.url)
+                    await call.read()
+                    await call.aclose()
+            finally:
+                await pool._client.close()
+            samples = {
+                s.labels["reason"]: s.value
+                for family in metrics.registry.collect()
+                if family.name == "tuneloop_routing_decisions"
+                for s in family.samples
+                if s.name.endswith("_total")
+            }
+            return samples, chosen
+
+        counts, chosen = asyncio.run(scenario())
+        assert chosen == [b.url] * 5
+        assert counts["saturation"] == 3
+        # After the kill: the first pick may be the dead one (failover) or b directly.
+        assert counts.get("failover", 0) + counts.get("single", 0) + counts.get("rotation", 0) == 2
+
+
+def test_a_replica_held_nowhere_is_placed_before_the_request_is_sent() -> None:
+    """The placer runs once per request that finds no holder; a model it cannot place is a
+    503, not a wait."""
+    with stub_upstream() as a:
+
+        async def scenario() -> list[tuple[str, str | None]]:
+            pool = await _checked([a.url])
+            asked: list[tuple[str, str | None]] = []
+
+            async def placer(model: str, replica: Replica | None) -> bool:
+                asked.append((model, replica.url if replica else None))
+                if model != "tuned@v1":
+                    return False
+                pool.note_loaded(pool.replicas[0], model, parent=MODEL)
+                return True
+
+            pool.placer = placer
+            try:
+                call = await pool.open("/v1/chat/completions", b"{}", model="tuned@v1", headers={})
+                await call.read()
+                await call.aclose()
+                call = await pool.open("/v1/chat/completions", b"{}", model="tuned@v1", headers={})
+                await call.aclose()
+                try:
+                    await pool.open("/v1/chat/completions", b"{}", model="unknown", headers={})
+                except Exception as exc:  # noqa: BLE001 - the type is asserted below
+                    assert type(exc).__name__ == "NoReadyUpstream"
+                else:
+                    raise AssertionError("an unplaceable model was sent")
+            finally:
+                await pool._client.close()
+            return asked
+
+        assert asyncio.run(scenario()) == [("tuned@v1", None), ("unknown", None)]
+
+
+def test_round_robin_takes_replicas_in_turn_and_makes_each_serve_the_model() -> None:
+    with stub_upstream() as a, stub_upstream() as b:
+
+        async def scenario() -> tuple[list[str], list[str]]:
+            pool = await _checked([a.url, b.url])
+            pool.policy = "round_robin"
+            placed: list[str] = []
+
+            async def placer(model: str, replica: Replica | None) -> bool:
+                assert replica is not None
+                placed.append(replica.url)
+                pool.note_loaded(replica, model, parent=MODEL)
+                return True
+
+            pool.placer = placer
+            chosen = []
+            try:
+                for _ in range(4):
+                    call = await pool.open("/v1/chat/completions", b"{}", model="t@v1", headers={})
+                    chosen.append(call.replica.url)
+                    await call.aclose()
+            finally:
+                await pool._client.close()
+            return chosen, placed
+
+        chosen, placed = asyncio.run(scenario())
+        assert sorted(chosen) == sorted([a.url, b.url] * 2) and chosen[0] != chosen[1]
+        assert sorted(placed) == sorted([a.url, b.url])  # each loaded it once
+
+
+def test_vllm_gauges_are_read_from_a_prometheus_exposition() -> None:
+    text = """# HELP vllm:num_requests_waiting Number of requests waiting.
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{engine="0",model_name="m"} 2.0
+vllm:num_requests_waiting{engine="1",model_name="m"} 1.0
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="m"} 4.0
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.25
+vllm:kv_cache_usage_perc{engine="1",model_name="m"} 0.75
+# TYPE vllm:prompt_tokens_total counter
+vllm:prompt_tokens_total{engine="0",model_name="m"} 120.0
+process_start_time_seconds 1.7e9
+"""
+    load = parse_engine_load(text)
+    assert load == EngineLoad(waiting=3, running=4, kv_use=0.75, started_at=1.7e9)
+    assert load.saturated
+    assert parse_engine_load("# a server that is not vLLM\nhttp_requests_total 3\n") is None

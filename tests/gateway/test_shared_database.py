@@ -1,6 +1,7 @@
 """Two gateways on one database (a SQLite file, then PostgreSQL), in front of a stub upstream:
-both start on it (the first migrates the schema, the second finds it current), and a key made
-on one works on the other, which writes its usage where the first reads it."""
+both start on it (the first migrates the schema, the second finds it current), each is in the
+table of live processes while it runs, and a key made on one works on the other, which writes
+its usage where the first reads it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from gateway.db import alembic_config, create_db_engine
+from gateway.presence import ProcessTable
 from gateway.settings import Settings
 from tests.helpers import ADMIN_TOKEN, MODEL, running_gateway, stub_upstream, wait_until
 
@@ -56,7 +58,12 @@ def test_two_gateways_share_one_database(database_url: str) -> None:
 
         wait_until(used, timeout=30, what="usage written by the second gateway")
 
+        reader = create_db_engine(database_url)
+        assert len(ProcessTable(reader).live(max_age=60)) == 2, "both gateways are in the table"
+        reader.dispose()
+
     engine = create_db_engine(database_url)
+    assert ProcessTable(engine).live(max_age=3600) == [], "each left it when it stopped"
     with engine.connect() as connection:
         versions = connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
         assert list(versions) == [ScriptDirectory.from_config(alembic_config()).get_current_head()]
