@@ -58,6 +58,7 @@ class Replica:
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_error: str | None = None
     slow_checks: int = 0  # consecutive health checks that timed out
+    answered_at: float = float("-inf")  # monotonic time a request last got headers from it
     load: EngineLoad | None = None  # vLLM's own gauges at the last health check
     in_flight_at_scrape: int = 0  # this process's in-flight count when ``load`` was read
     # Loads/unloads the gateway made itself: name -> (when, card or None for unloaded). A
@@ -166,6 +167,10 @@ class UpstreamPool:
         except TimeoutError as exc:
             # A busy engine (a first grammar compile, a long prefill) can miss one check: only
             # a run of timeouts marks it down. A refused connection or an error does at once.
+            # Nor does a timeout count while requests get answers: then the check lost a race
+            # for this process's own saturated event loop, not the replica.
+            if time.monotonic() - replica.answered_at <= self._health_interval:
+                return
             replica.slow_checks += 1
             if replica.slow_checks >= SLOW_CHECKS_TO_DOWN:
                 self._set_down(
@@ -307,6 +312,7 @@ class UpstreamPool:
             except BaseException:  # cancelled (the client left): the replica is not held
                 self._release(replica)
                 raise
+            replica.answered_at = time.monotonic()
             self._metrics.route("failover" if failed_over else reason)
             return UpstreamCall(replica, response, self._metrics, self._release)
         raise NoReadyUpstream(f"no ready model server serves '{model}'")

@@ -239,3 +239,31 @@ process_start_time_seconds 1.7e9
     assert load == EngineLoad(waiting=3, running=4, kv_use=0.75, started_at=1.7e9)
     assert load.saturated
     assert parse_engine_load("# a server that is not vLLM\nhttp_requests_total 3\n") is None
+
+
+def test_a_replica_answering_requests_stays_up_through_slow_health_checks() -> None:
+    """Under load the gateway's own event loop can make a check time out: while requests get
+    answers, that is no reason to take the replica out (it used to, for a whole interval)."""
+    with stub_upstream() as stub:
+
+        async def scenario() -> None:
+            pool = UpstreamPool(
+                [stub.url], aiohttp.ClientSession(), metrics=GatewayMetrics(), health_timeout=1
+            )
+            try:
+                await pool.check_all()
+                pool._health_timeout = 1e-6  # every check now times out
+                for _ in range(SLOW_CHECKS_TO_DOWN + 1):
+                    call = await pool.open("/v1/chat/completions", b"{}", model=MODEL, headers={})
+                    await call.read()
+                    await call.aclose()
+                    await pool.check_all()
+                    assert pool.any_ready
+                pool.replicas[0].answered_at -= 60  # no answers lately: the timeouts count
+                for _ in range(SLOW_CHECKS_TO_DOWN):
+                    await pool.check_all()
+                assert not pool.any_ready
+            finally:
+                await pool._client.close()
+
+        asyncio.run(scenario())
