@@ -139,9 +139,12 @@ class AdapterService:
             self._router.remove_version(gone)
             self._placement.forget(gone)
             changed.append(gone)
-        for name, record in aliases.items():
-            if self._applied.get(name) == record.updated_at:
-                continue
+        flipped = {n: r for n, r in aliases.items() if self._applied.get(n) != r.updated_at}
+        if flipped:
+            # The process that set them loaded their targets first: read the replicas' listings
+            # now rather than load again on the strength of this process's older view.
+            await self._pool.check_all()
+        for name, record in flipped.items():
             changed.append(name)
             async with self._locks[f"alias:{name}"]:
                 for served_name in record.targets:

@@ -110,20 +110,19 @@ class LoopService:
             "gateway restarted", presence.live_ids() if presence is not None else None
         )
         if presence is not None:
-            self._recheck = asyncio.create_task(
-                self._fail_orphans_later(presence, presence.live_ids()), name="loop-recheck"
-            )
+            self._recheck = asyncio.create_task(self._sweep_orphans(presence), name="loop-sweep")
 
-    async def _fail_orphans_later(self, presence: Presence, seen: set[str]) -> None:
-        """Once more when the liveness window has passed: a process that died just before
-        this one started (a worker restarted at once) still looked live at the first pass."""
-        await asyncio.sleep(presence.max_age)
-        try:
-            live = {record.id for record in await presence.live()} | {presence.process_id}
-            if seen - live:  # one that looked live at start has stopped since
+    async def _sweep_orphans(self, presence: Presence) -> None:
+        """Every liveness window, fail the active jobs whose process has stopped since: one
+        that died just before this one started (it still looked live at the first pass), or
+        one that died later with no gateway starting after it."""
+        while True:
+            await asyncio.sleep(presence.max_age)
+            try:
+                live = {record.id for record in await presence.live()} | {presence.process_id}
                 await self._fail_interrupted("its gateway process stopped", live)
-        except SQLAlchemyError as exc:  # the next gateway to start will look again
-            logger.warning("event=jobs_recheck_failed error=%s", type(exc).__name__)
+            except SQLAlchemyError as exc:  # tried again at the next window
+                logger.warning("event=jobs_sweep_failed error=%s", type(exc).__name__)
 
     async def _fail_interrupted(self, reason: str, live: set[str] | None) -> None:
         failed = await asyncio.to_thread(

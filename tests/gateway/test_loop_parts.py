@@ -115,7 +115,8 @@ def test_a_starting_gateway_fails_only_the_jobs_nobody_carries_on(
 ) -> None:
     """Jobs of live processes survive; jobs with no owner or a long-gone one fail at once;
     a job whose process died just before (still looking live) fails once its heartbeat is
-    stale. The loop's other parts are not used by its start and stop."""
+    stale, and so does one whose process stops later. The loop's other parts are not used by
+    its start and stop."""
     monkeypatch.setattr(presence_module, "MIN_MAX_AGE_S", 1.0)  # the liveness window
     engines = [create_db_engine(database_url) for _ in range(2)]
     upgrade(engines[0])
@@ -153,6 +154,11 @@ def test_a_starting_gateway_fails_only_the_jobs_nobody_carries_on(
         after = store.get(dying.id)
         assert (after.state, after.error) == ("failed", "its gateway process stopped")
         assert store.get(theirs.id).state == "queued", "its owner is still beating"
+        await other.close()  # that gateway stops for good; no other starts after it
+        while store.get(theirs.id).state == "queued" and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        after = store.get(theirs.id)
+        assert (after.state, after.error) == ("failed", "its gateway process stopped")
         await loop.close()
         await me.close()
         await other.close()
