@@ -325,25 +325,13 @@ class AdapterPlacement:
         )
 
     async def _wait_others_drained(self, served_name: str, since: int) -> None:
-        """Until every other live process has applied registry event ``since`` (so routes no
+        """Until every other gateway process has applied registry event ``since`` (so routes no
         new request to ``served_name`` through an alias) and has none of its requests in
-        flight, as their heartbeats report."""
+        flight, as their heartbeats report (``Presence.holding_up``)."""
         if self._presence is None:
             return
         deadline = time.monotonic() + OTHERS_DRAIN_TIMEOUT_S
-        while True:
-            waiting_on = [
-                record.id
-                for record in await self._presence.live()
-                if record.id != self._presence.process_id
-                and (
-                    record.applied_event_id is None
-                    or record.applied_event_id < since
-                    or record.in_flight.get(served_name, 0) > 0
-                )
-            ]
-            if not waiting_on:
-                return
+        while waiting_on := await self._presence.holding_up(served_name, since=since):
             if time.monotonic() > deadline:
                 logger.warning(
                     "event=adapter_drain_timeout served_name=%s processes=%s",

@@ -37,6 +37,11 @@ logger = logging.getLogger("tuneloop.presence")
 
 MIN_MAX_AGE_S = 3.0
 """A heartbeat older than ``max(3 * interval, MIN_MAX_AGE_S)`` seconds is a dead process's."""
+DRAIN_PATIENCE = 10
+"""A drain waits on a process silent for up to ``DRAIN_PATIENCE * max_age`` (30 s by default),
+well past the liveness window: a process that is only slow to beat (a starved CPU, a database
+busy for a few seconds) may still be streaming on the version, and unloading under it fails
+those requests, while waiting longer only keeps an adapter loaded a little longer."""
 PRUNE_AFTER_S = 3600.0
 """Rows of processes dead this long are deleted (by the leader, every ``PRUNE_EVERY_S``)."""
 PRUNE_EVERY_S = 60.0
@@ -219,6 +224,23 @@ class Presence:
         """The live processes, read now from the database (oldest start first)."""
         return await asyncio.to_thread(self.table.live, max_age=self.max_age)
 
+    async def holding_up(self, served_name: str, *, since: int) -> list[str]:
+        """Ids of the other processes a drain of ``served_name`` must still wait for, read now:
+        those that have not applied registry event ``since`` (they may still route new requests
+        to it) or report requests in flight on it. Processes silent for up to
+        ``DRAIN_PATIENCE`` liveness windows count: slow is not dead."""
+        records = await asyncio.to_thread(self.table.live, max_age=DRAIN_PATIENCE * self.max_age)
+        return [
+            record.id
+            for record in records
+            if record.id != self._id
+            and (
+                record.applied_event_id is None
+                or record.applied_event_id < since
+                or record.in_flight.get(served_name, 0) > 0
+            )
+        ]
+
     # --- the heartbeat -------------------------------------------------------------------------
     async def _beat_forever(self) -> None:
         while True:
@@ -269,4 +291,11 @@ class Presence:
         return rejoined, self.table.live(max_age=self.max_age), pruned
 
 
-__all__ = ["PRUNE_AFTER_S", "Presence", "ProcessRecord", "ProcessTable", "Snapshot"]
+__all__ = [
+    "DRAIN_PATIENCE",
+    "PRUNE_AFTER_S",
+    "Presence",
+    "ProcessRecord",
+    "ProcessTable",
+    "Snapshot",
+]

@@ -128,6 +128,42 @@ def run(scenario: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(scenario(), timeout=60))
 
 
+def test_a_drain_waits_on_processes_that_are_slow_to_beat_not_only_on_live_ones(
+    engine: Engine, table: ProcessTable
+) -> None:
+    """What the gateway's drains ask before unloading a retired version: every other process
+    that has not applied the retiring event, or still streams on the version, holds it up;
+    one whose heartbeat is past the liveness window but not long silent still counts (a
+    starved process may still be streaming), one silent for longer does not."""
+
+    async def scenario() -> None:
+        me = Presence(table, interval=1.0)
+        await me.start()
+        try:
+            table.join("behind", 1, "h")  # has not applied event 5 yet
+            table.beat("behind", applied_event_id=4, in_flight={})
+            table.join("streaming", 2, "h")  # applied it, still has a request on the version
+            table.beat("streaming", applied_event_id=5, in_flight={"x@v1": 1, "x@v2": 3})
+            table.join("done", 3, "h")  # applied it, nothing on the version
+            table.beat("done", applied_event_id=6, in_flight={"x@v2": 1})
+            assert sorted(await me.holding_up("x@v1", since=5)) == ["behind", "streaming"]
+
+            age(engine, "streaming", 2 * me.max_age)  # slow: no longer live, not yet gone
+            assert "streaming" not in {p.id for p in await me.live()}
+            assert sorted(await me.holding_up("x@v1", since=5)) == ["behind", "streaming"]
+            age(engine, "streaming", (presence_module.DRAIN_PATIENCE + 1) * me.max_age)
+            age(engine, "behind", (presence_module.DRAIN_PATIENCE + 1) * me.max_age)
+            assert await me.holding_up("x@v1", since=5) == [], "silent that long: gone"
+
+            table.beat("behind", applied_event_id=5, in_flight={})  # back, and caught up
+            assert await me.holding_up("x@v1", since=5) == []
+            assert await me.holding_up("x@v1", since=6) == ["behind"]
+        finally:
+            await me.close()
+
+    run(scenario)
+
+
 def test_two_processes_see_each_other_and_agree_on_the_leader(database_url: str) -> None:
     engines = [create_db_engine(database_url) for _ in range(2)]
     upgrade(engines[0])
