@@ -88,13 +88,15 @@ class StubUpstream:
 
 @contextmanager
 def stub_upstream(
-    *, die_after: int | None = None, port: int | None = None
+    *, die_after: int | None = None, error_status: int | None = None, port: int | None = None
 ) -> Iterator[StubUpstream]:
     """``tests/stub_upstream.py`` as its own process."""
     port = port or free_port()
     args = [sys.executable, str(ROOT / "tests" / "stub_upstream.py"), "--port", str(port)]
     if die_after is not None:
         args += ["--die-after", str(die_after)]
+    if error_status is not None:
+        args += ["--error-status", str(error_status)]
     stub = StubUpstream(f"http://127.0.0.1:{port}", subprocess.Popen(args))
     try:
         wait_until(lambda: http_ok(f"{stub.url}/health"), timeout=30, what="stub upstream")

@@ -3,9 +3,11 @@
 - ``bench/overhead.py`` uses it as an upstream that answers at once, to measure the gateway's
   own added latency.
 - The fault tests use ``--die-after N``: the process exits (``os._exit``) after sending N
-  stream chunks, a replica dying mid-stream.
+  stream chunks, a replica dying mid-stream; and ``--error-status S``: every generation is
+  answered ``S`` with an HTML page, as a proxy in front of a sick replica answers.
 
-Run: ``python tests/stub_upstream.py --port 9000 [--model NAME] [--die-after N]``.
+Run: ``python tests/stub_upstream.py --port 9000 [--model NAME] [--die-after N]
+[--error-status S]``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 
-def build_app(model: str, die_after: int | None) -> Callable[..., Awaitable[None]]:
+ERROR_PAGE = (
+    b"<html><head><title>502 Bad Gateway</title></head>\n<body><h1>Bad Gateway</h1></body></html>\n"
+)
+
+
+def build_app(
+    model: str, die_after: int | None, error_status: int | None = None
+) -> Callable[..., Awaitable[None]]:
     models = json.dumps(
         {"object": "list", "data": [{"id": model, "object": "model", "owned_by": "stub"}]}
     ).encode()
@@ -77,6 +86,9 @@ def build_app(model: str, die_after: int | None) -> Callable[..., Awaitable[None
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
+        if error_status is not None:
+            await respond(send, error_status, ERROR_PAGE, b"text/html")
+            return
         request = json.loads(body or b"{}")
         if not request.get("stream"):
             await respond(send, 200, completion, b"application/json")
@@ -110,11 +122,17 @@ def main() -> None:
         default=None,
         help="exit the process after sending this many stream chunks",
     )
+    parser.add_argument(
+        "--error-status",
+        type=int,
+        default=None,
+        help="answer every generation with this status and an HTML error page",
+    )
     args = parser.parse_args()
     import uvicorn
 
     uvicorn.run(
-        build_app(args.model, args.die_after),
+        build_app(args.model, args.die_after, args.error_status),
         host=args.host,
         port=args.port,
         loop="uvloop",

@@ -36,6 +36,7 @@ from gateway.openai.protocol import (
     StreamOptions,
 )
 from gateway.openai.streaming import JsonStreamCheck, StreamRelay
+from gateway.openai.upstream_errors import upstream_error_body
 from gateway.protocol import RetrievalOptions
 from gateway.routing import Resolver, Route
 from gateway.upstream.pool import UpstreamPool
@@ -285,7 +286,7 @@ class OpenAIServing:
         ctx.upstream_seconds += time.perf_counter() - started
         if ctx.status != 200:
             try:
-                return JSONResult(ctx.status, await call.read())
+                return JSONResult(ctx.status, upstream_error_body(ctx.status, await call.read()))
             finally:
                 await call.aclose()
         relay = StreamRelay(
@@ -316,6 +317,8 @@ class OpenAIServing:
             await call.aclose()
         if ctx.status == 200:
             self._count_usage(ctx, content)
+        else:
+            content = upstream_error_body(ctx.status, content)
         return ctx.status, content
 
     def _resolve_model(self, model: str) -> None:
