@@ -355,7 +355,8 @@ class AdapterPlacement:
 
     async def _enforce_capacity(self, replicas: Iterable[Replica], *, keep: str) -> None:
         """Keep each of ``replicas`` within ``max_loaded_adapters`` by unloading idle versions
-        no alias uses, least recently used first; ``keep`` (just loaded) is never chosen."""
+        no alias uses, least recently used first; ``keep`` (just loaded) is never chosen. Idle
+        means here and, as their last heartbeats tell, in every other gateway process."""
         aliased = self._router.aliased()
         for replica in replicas:
             held = self._managed(replica)
@@ -368,6 +369,10 @@ class AdapterPlacement:
                 async with self._locks[served_name]:
                     if self._router.in_flight(served_name) or served_name in self._router.aliased():
                         continue
+                    if self._presence is not None and await self._presence.holding_up(
+                        served_name, since=0
+                    ):
+                        continue  # another process is running requests on it (or just started)
                     if await self._unload(replica, served_name):
                         self._metrics.adapter_evictions.inc()
                         logger.info(

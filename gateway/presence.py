@@ -37,11 +37,11 @@ logger = logging.getLogger("tuneloop.presence")
 
 MIN_MAX_AGE_S = 3.0
 """A heartbeat older than ``max(3 * interval, MIN_MAX_AGE_S)`` seconds is a dead process's."""
-DRAIN_PATIENCE = 10
-"""A drain waits on a process silent for up to ``DRAIN_PATIENCE * max_age`` (30 s by default),
-well past the liveness window: a process that is only slow to beat (a starved CPU, a database
-busy for a few seconds) may still be streaming on the version, and unloading under it fails
-those requests, while waiting longer only keeps an adapter loaded a little longer."""
+GONE_AFTER_WINDOWS = 10
+"""A process silent for this many liveness windows (30 s by default) is gone. Until then, work
+that would hurt a process that is only slow to beat (a starved CPU, a database busy for a few
+seconds) waits on it: unloading a version it may still be streaming on, failing the retrain job
+it runs. Leadership uses the short window: a slow leader is better replaced at once."""
 PRUNE_AFTER_S = 3600.0
 """Rows of processes dead this long are deleted (by the leader, every ``PRUNE_EVERY_S``)."""
 PRUNE_EVERY_S = 60.0
@@ -224,15 +224,19 @@ class Presence:
         """The live processes, read now from the database (oldest start first)."""
         return await asyncio.to_thread(self.table.live, max_age=self.max_age)
 
+    async def not_gone(self) -> list[ProcessRecord]:
+        """The processes heard from within ``GONE_AFTER_WINDOWS`` liveness windows, read now:
+        the live ones and those only slow to beat (oldest start first)."""
+        max_age = GONE_AFTER_WINDOWS * self.max_age
+        return await asyncio.to_thread(self.table.live, max_age=max_age)
+
     async def holding_up(self, served_name: str, *, since: int) -> list[str]:
         """Ids of the other processes a drain of ``served_name`` must still wait for, read now:
-        those that have not applied registry event ``since`` (they may still route new requests
-        to it) or report requests in flight on it. Processes silent for up to
-        ``DRAIN_PATIENCE`` liveness windows count: slow is not dead."""
-        records = await asyncio.to_thread(self.table.live, max_age=DRAIN_PATIENCE * self.max_age)
+        those not gone that have not applied registry event ``since`` (they may still route
+        new requests to it) or report requests in flight on it."""
         return [
             record.id
-            for record in records
+            for record in await self.not_gone()
             if record.id != self._id
             and (
                 record.applied_event_id is None
@@ -292,7 +296,7 @@ class Presence:
 
 
 __all__ = [
-    "DRAIN_PATIENCE",
+    "GONE_AFTER_WINDOWS",
     "PRUNE_AFTER_S",
     "Presence",
     "ProcessRecord",

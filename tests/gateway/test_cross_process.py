@@ -37,6 +37,30 @@ def point(url: str, alias: str, served_name: str) -> None:
     assert response.status_code == 200, response.text
 
 
+class Stream:
+    """A streamed chat completion read in a thread: the model named by each chunk."""
+
+    def __init__(self, url: str, body: dict[str, object]) -> None:
+        self.models: list[str] = []
+        self._first = threading.Event()
+        self._thread = threading.Thread(target=self._read, args=(url, body))
+        self._thread.start()
+        assert self._first.wait(60), "the stream never started"
+
+    def _read(self, url: str, body: dict[str, object]) -> None:
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=120) as reply:
+            for line in reply.iter_lines():
+                if line.startswith("data: {"):
+                    self.models.append(json.loads(line[6:])["model"])
+                    self._first.set()
+
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self) -> None:
+        self._thread.join(timeout=120)
+
+
 def test_a_drain_waits_for_requests_in_another_gateway(
     engine_url: str, adapter_root: Path, trained_adapters: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -70,33 +94,19 @@ def test_a_drain_waits_for_requests_in_another_gateway(
             10,
             "the second gateway to route the alias to the old version",
         )
-        streamed: list[str] = []
-        first_chunk = threading.Event()
-
-        def stream() -> None:
-            with httpx.stream(
-                "POST", f"{second}/v1/chat/completions", json=body, timeout=120
-            ) as response:
-                for line in response.iter_lines():
-                    if line.startswith("data: {"):
-                        streamed.append(json.loads(line[6:])["model"])
-                        first_chunk.set()
-
-        reader = threading.Thread(target=stream)
-        reader.start()
+        stream = Stream(second, body)
         try:
-            assert first_chunk.wait(60), "the stream never started"
             point(first, "drain", new)  # retires the old version through the first gateway
             # Both gateways have applied the flip by now (0.5 s polls, 0.5 s heartbeats), and
             # the first has nothing in flight: only the second's stream keeps the old loaded.
             time.sleep(3)
-            still_streaming = reader.is_alive()
+            still_streaming = stream.running()
             kept = old in engine_models(engine_url)
         finally:
-            reader.join(timeout=120)
+            stream.join()
         assert still_streaming, "the stream ended too soon to show the drain"
         assert kept, "the old version was unloaded under the other gateway's stream"
-        assert len(streamed) >= 40 and set(streamed) == {old}  # finished on its version
+        assert len(stream.models) >= 40 and set(stream.models) == {old}  # finished on its version
         wait_until(lambda: old not in engine_models(engine_url), 30, "the old version unloaded")
         assert new in engine_models(engine_url)
 
@@ -130,3 +140,36 @@ def test_one_gateway_gives_a_replica_back_what_it_lost(
             wait_until(lambda: served in engine_models(engine_url), 30, "the version back")
         time.sleep(2)  # four more health checks each: nobody loads it twice
         assert reconciled() == [2.0, 0.0]
+
+
+def test_capacity_does_not_evict_a_version_another_gateway_is_streaming_on(
+    engine_url: str, adapter_root: Path, trained_adapters: dict[str, Path], tmp_path: Path
+) -> None:
+    """With room for one adapter, registering a second through one gateway would evict the
+    first, idle there; the other gateway's stream on it (seen in its heartbeat) keeps it."""
+    settings = Settings(
+        upstreams=[engine_url], admin_token=ADMIN_TOKEN, adapter_root=adapter_root,
+        database_url=f"sqlite:///{tmp_path / 'evict.db'}", health_interval=1,
+        registry_poll_interval=0.5, eval_sample_rate=0, max_loaded_adapters=1,
+    )  # fmt: skip
+    with ExitStack() as stack:
+        first, second = (stack.enter_context(running_gateway(settings)) for _ in range(2))
+        busy = register(first, "evict", trained_adapters["v1"])
+        body = {
+            "model": busy, "messages": PROMPT, "max_tokens": 96, "stream": True,
+            "ignore_eos": True, "temperature": 0,
+        }  # fmt: skip
+        time.sleep(1.5)  # the second has adopted the version (0.5 s registry polls)
+        stream = Stream(second, body)
+        try:
+            time.sleep(1.5)  # the second's heartbeats now report the stream
+            newer = register(first, "evict", trained_adapters["v2"])  # over capacity here
+            still_streaming = stream.running()
+            held = engine_models(engine_url)
+        finally:
+            stream.join()
+        assert still_streaming, "the stream ended too soon to show the eviction held off"
+        assert busy in held and newer in held, "evicted under the other gateway's stream"
+        assert len(stream.models) >= 96 and set(stream.models) == {busy}, (
+            "the stream ran to its end"
+        )

@@ -151,8 +151,8 @@ def test_a_drain_waits_on_processes_that_are_slow_to_beat_not_only_on_live_ones(
             age(engine, "streaming", 2 * me.max_age)  # slow: no longer live, not yet gone
             assert "streaming" not in {p.id for p in await me.live()}
             assert sorted(await me.holding_up("x@v1", since=5)) == ["behind", "streaming"]
-            age(engine, "streaming", (presence_module.DRAIN_PATIENCE + 1) * me.max_age)
-            age(engine, "behind", (presence_module.DRAIN_PATIENCE + 1) * me.max_age)
+            age(engine, "streaming", (presence_module.GONE_AFTER_WINDOWS + 1) * me.max_age)
+            age(engine, "behind", (presence_module.GONE_AFTER_WINDOWS + 1) * me.max_age)
             assert await me.holding_up("x@v1", since=5) == [], "silent that long: gone"
 
             table.beat("behind", applied_event_id=5, in_flight={})  # back, and caught up
