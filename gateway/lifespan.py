@@ -27,7 +27,7 @@ from gateway.evaluation.jobs import EvalJobs
 from gateway.evaluation.judge import InternalJudge
 from gateway.evaluation.service import EvalConfig, EvalService
 from gateway.internal import internal_chat
-from gateway.loop.service import LoopConfig, LoopService
+from gateway.loop.service import LoopConfig, LoopParts, LoopService
 from gateway.loop.shadow import ShadowMirror
 from gateway.metrics import GatewayMetrics
 from gateway.presence import Presence
@@ -142,7 +142,7 @@ async def start_loop(
     presence: Presence,
 ) -> LoopService:
     """The retraining loop: job store, dataset registry, trainer process, gate, canary."""
-    loop = LoopService(
+    parts = LoopParts(
         jobs=await asyncio.to_thread(JobStore, db),
         datasets=await asyncio.to_thread(DatasetRegistry, db, settings.data_dir / "datasets"),
         trainer=TrainerProcess(env={"TUNELOOP_MODEL_PATH": str(settings.base_model_path)}),
@@ -151,6 +151,9 @@ async def start_loop(
         eval_jobs=eval_jobs,
         shadow=shadow,
         serving=lambda: app.state.serving,
+    )
+    loop = LoopService(
+        parts,
         config=LoopConfig(
             train_steps=settings.loop_train_steps,
             train_eval_every=settings.loop_train_eval_every,

@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from adapters.dataset_registry import DatasetRegistry, DatasetVersion
 from adapters.gate import GateConfig, GateVerdict, Scored, run_gate
 from adapters.jobs import JobRecord, JobStore
@@ -31,6 +29,7 @@ from gateway.evaluation.service import EvalService
 from gateway.exceptions import Conflict, InvalidRequest, NotFound, library_errors
 from gateway.internal import internal_chat
 from gateway.loop.candidates import from_corrections, from_good_samples
+from gateway.loop.orphans import OrphanSweeper
 from gateway.loop.shadow import ShadowMirror
 from gateway.metrics import GatewayMetrics
 from gateway.openai.serving import OpenAIServing
@@ -59,6 +58,20 @@ class LoopConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LoopParts:
+    """The loop's collaborators, built by the app's lifespan (``gateway.lifespan.start_loop``)."""
+
+    jobs: JobStore
+    datasets: DatasetRegistry
+    trainer: TrainerProcess
+    adapters: AdapterService
+    evaluation: EvalService
+    eval_jobs: EvalJobs
+    shadow: ShadowMirror
+    serving: Callable[[], OpenAIServing]
+
+
+@dataclass(frozen=True, slots=True)
 class RetrainOptions:
     """Per-job overrides (an operator's `POST /admin/retrain`)."""
 
@@ -69,15 +82,8 @@ class RetrainOptions:
 class LoopService:
     def __init__(
         self,
+        parts: LoopParts,
         *,
-        jobs: JobStore,
-        datasets: DatasetRegistry,
-        trainer: TrainerProcess,
-        adapters: AdapterService,
-        evaluation: EvalService,
-        eval_jobs: EvalJobs,
-        shadow: ShadowMirror,
-        serving: Callable[[], OpenAIServing],
         config: LoopConfig,
         work_dir: Path,
         metrics: GatewayMetrics,
@@ -86,56 +92,29 @@ class LoopService:
         """``presence``: this process among the live gateway processes. Jobs are created with
         its id as their owner, and at start only jobs whose owner is no longer live are failed;
         without it every active job is failed at start (one process on the database)."""
-        self.jobs = jobs
-        self.datasets = datasets
-        self._trainer = trainer
-        self._adapters = adapters
-        self._eval = evaluation
-        self._eval_jobs = eval_jobs
-        self._shadow = shadow
-        self._serving = serving
+        self.jobs = parts.jobs
+        self.datasets = parts.datasets
+        self._trainer = parts.trainer
+        self._adapters = parts.adapters
+        self._eval = parts.evaluation
+        self._eval_jobs = parts.eval_jobs
+        self._shadow = parts.shadow
+        self._serving = parts.serving
         self.config = config
         self._work = work_dir
         self._metrics = metrics
         self._presence = presence
         self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._recheck: asyncio.Task[None] | None = None
+        self._orphans = OrphanSweeper(parts.jobs, presence)
 
     # --- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
-        """Fail the active jobs nobody carries on: a job's trainer and gate run inside the
-        gateway process that created it, so one whose owner is not live is orphaned."""
-        presence = self._presence
-        await self._fail_interrupted(
-            "gateway restarted", presence.live_ids() if presence is not None else None
-        )
-        if presence is not None:
-            self._recheck = asyncio.create_task(self._sweep_orphans(presence), name="loop-sweep")
-
-    async def _sweep_orphans(self, presence: Presence) -> None:
-        """Every liveness window, fail the active jobs whose process has stopped since: one
-        that died just before this one started (it still looked live at the first pass), or
-        one that died later with no gateway starting after it."""
-        while True:
-            await asyncio.sleep(presence.max_age)
-            try:
-                live = {record.id for record in await presence.live()} | {presence.process_id}
-                await self._fail_interrupted("its gateway process stopped", live)
-            except SQLAlchemyError as exc:  # tried again at the next window
-                logger.warning("event=jobs_sweep_failed error=%s", type(exc).__name__)
-
-    async def _fail_interrupted(self, reason: str, live: set[str] | None) -> None:
-        failed = await asyncio.to_thread(
-            self.jobs.fail_interrupted, reason=reason, live_owners=live
-        )
-        if failed:
-            logger.warning("event=jobs_interrupted ids=%s reason=%r",
-                           ",".join(map(str, failed)), reason)  # fmt: skip
+        """Fail the orphaned jobs (their owner process is gone), then sweep for them once per
+        liveness window (``gateway.loop.orphans``)."""
+        await self._orphans.start()
 
     async def close(self) -> None:
-        if self._recheck is not None:
-            self._recheck.cancel()
-            await asyncio.gather(self._recheck, return_exceptions=True)
+        await self._orphans.close()
         for task in self._tasks.values():
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine, update
 
 from adapters.dataset_registry import DatasetRegistry
 from adapters.jobs import JobStore
@@ -18,11 +20,12 @@ from gateway import presence as presence_module
 from gateway.context import RequestContext
 from gateway.db import create_db_engine, upgrade
 from gateway.loop.candidates import from_corrections, from_good_samples
-from gateway.loop.service import LoopConfig, LoopService
+from gateway.loop.service import LoopConfig, LoopParts, LoopService
 from gateway.loop.shadow import ShadowMirror
 from gateway.metrics import GatewayMetrics
 from gateway.observers import Capture, FinishedRequest
 from gateway.presence import Presence, ProcessTable
+from gateway.presence_tables import ProcessRow, utcnow
 
 ASKED = {"messages": [{"role": "system", "content": "Answer in JSON."},
                       {"role": "user", "content": "Ana is 30 and lives in Rome."}]}  # fmt: skip
@@ -110,13 +113,23 @@ async def no_mirror(alias: str, challenger: str, messages: list[dict]) -> float 
     return None
 
 
+def set_heartbeat_age(engine: Engine, process_id: str, seconds: float) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            update(ProcessRow)
+            .where(ProcessRow.id == process_id)
+            .values(heartbeat_at=utcnow() - timedelta(seconds=seconds))
+        )
+
+
 def test_a_starting_gateway_fails_only_the_jobs_nobody_carries_on(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Jobs of live processes survive; jobs with no owner or a long-gone one fail at once;
-    a job whose process died just before (still looking live) fails once its heartbeat is
-    stale, and so does one whose process stops later. The loop's other parts are not used by
-    its start and stop."""
+    a job whose process died just before (still looking live) fails once that process has
+    been silent for ``GONE_AFTER_WINDOWS`` liveness windows (merely slow to beat, it keeps
+    its job), and so does one whose process stops later. The loop's other parts are not used
+    by its start and stop."""
     monkeypatch.setattr(presence_module, "MIN_MAX_AGE_S", 1.0)  # the liveness window
     engines = [create_db_engine(database_url) for _ in range(2)]
     upgrade(engines[0])
@@ -136,18 +149,24 @@ def test_a_starting_gateway_fails_only_the_jobs_nobody_carries_on(
         me = Presence(table, interval=0.05)
         await me.start()
         unused: Any = None  # start and close touch neither adapters, evaluation nor serving
-        loop = LoopService(
+        parts = LoopParts(
             jobs=store, datasets=DatasetRegistry(engines[0], tmp_path / "datasets"),
             trainer=TrainerProcess(), adapters=unused, evaluation=unused, eval_jobs=unused,
             shadow=ShadowMirror(no_mirror, count=lambda alias, result: None),
-            serving=lambda: unused, config=LoopConfig(), work_dir=tmp_path,
-            metrics=GatewayMetrics(), presence=me,
+            serving=lambda: unused,
         )  # fmt: skip
+        loop = LoopService(
+            parts, config=LoopConfig(), work_dir=tmp_path, metrics=GatewayMetrics(), presence=me
+        )
         await loop.start()
         states = {j.alias: (j.state, j.error) for j in store.jobs()}
         assert states["b"] == states["c"] == ("failed", "gateway restarted")
         assert states["a"] == ("queued", None) and states["d"] == ("running", None)
 
+        set_heartbeat_age(engines[0], "just-died", 2.0)  # past the 1 s window: slow, not gone
+        await asyncio.sleep(2.5)  # two sweeps
+        assert store.get(dying.id).state == "running", "a slow owner keeps its job"
+        set_heartbeat_age(engines[0], "just-died", 20.0)  # silent for 20 windows: gone
         deadline = time.monotonic() + 30
         while store.get(dying.id).state == "running" and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
