@@ -1,0 +1,77 @@
+"""Settings of the loop: when challengers are retrained, the gate they must pass, the canary.
+
+A field-group mixin of ``gateway.settings.Settings``, which gives every field here its
+``TUNELOOP_*`` env var; this class has no env config of its own.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+__all__ = ["LoopSettings"]
+
+
+class LoopSettings(BaseModel):
+    """Retraining, the champion/challenger gate, shadow traffic and the canary."""
+
+    loop_retrain_on_drift: bool = Field(
+        default=True,
+        description="Start a retrain job when an alias's drift check reaches 'drift' (and it "
+        "has an imported dataset).",
+    )
+    loop_retrain_every_hours: float = Field(
+        default=0,
+        ge=0,
+        description="Also retrain every alias with a dataset on this schedule; 0: only on drift "
+        "or on request.",
+    )
+    loop_train_steps: int = Field(
+        default=8,
+        ge=1,
+        description="Training steps of a challenger (early stopping may end it sooner).",
+    )
+    loop_train_eval_every: int = Field(
+        default=2, ge=1, description="Steps between validation passes (for early stopping)."
+    )
+    loop_train_lr: float = Field(default=1e-3, gt=0, description="Challenger learning rate.")
+    loop_train_timeout: float = Field(
+        default=1800, gt=0, description="Seconds a training process may run before it is killed."
+    )
+    loop_candidate_min_score: float = Field(
+        default=0.9,
+        ge=0,
+        le=1,
+        description="Sampled answers scoring at least this become training candidates "
+        "(corrections from /v1/feedback always do).",
+    )
+    loop_gate_margin: float = Field(
+        default=0.0,
+        description="The challenger's paired-bootstrap 95% interval of (challenger - champion) "
+        "on the frozen set must lie above this.",
+    )
+    loop_gate_check_tolerance: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="No rubric check's pass rate may be worse than the champion's by more.",
+    )
+    loop_shadow_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Share of an alias's sampled requests mirrored to a challenger awaiting "
+        "its verdict (answers scored, never returned).",
+    )
+    loop_canary_share: int = Field(
+        default=20, ge=1, le=99, description="Percent of the alias's traffic a canary gets."
+    )
+    loop_canary_samples: int = Field(
+        default=10,
+        ge=1,
+        description="Scored live samples the canary needs before it takes all the traffic.",
+    )
+    loop_canary_timeout: float = Field(
+        default=600,
+        gt=0,
+        description="Seconds to collect the canary's samples; short of them it is rolled back.",
+    )
