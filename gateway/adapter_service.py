@@ -126,6 +126,9 @@ class AdapterService:
         """Bring the routing table in line with the registry: versions registered or deleted and
         aliases set, flipped or deleted by another process. Aliases this process set itself
         are recognised by their ``updated_at`` and left alone."""
+        # Only versions routable before the read can have been deleted since: one this process
+        # registers meanwhile becomes routable after the database calls it ready (``register``).
+        routable = self._router.versions
         versions = await asyncio.to_thread(self.registry.adapters)
         aliases = {a.name: a for a in await asyncio.to_thread(self.registry.aliases)}
         ready = {r.served_name: r.path for r in versions if r.status == "ready"}
@@ -135,7 +138,7 @@ class AdapterService:
                 self._placement.adopt(served_name, path)
                 self._router.add_version(served_name)
                 changed.append(served_name)
-        for gone in self._router.versions - set(ready):
+        for gone in (routable & self._router.versions) - set(ready):
             self._router.remove_version(gone)
             self._placement.forget(gone)
             changed.append(gone)
@@ -226,8 +229,10 @@ class AdapterService:
         except LoraLoadError as exc:
             await asyncio.to_thread(self.registry.set_status, served_name, "failed", error=str(exc))
             raise AdapterLoadFailed(str(exc)) from exc
-        self._router.add_version(served_name)
+        # Ready in the database before routable here: ``sync`` treats a routable version the
+        # database does not call ready as deleted elsewhere, and would unload this one.
         record = await asyncio.to_thread(self.registry.set_status, served_name, "ready")
+        self._router.add_version(served_name)
         logger.info("event=adapter_ready served_name=%s path=%s", served_name, record.path)
         return record
 
