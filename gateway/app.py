@@ -52,6 +52,7 @@ from retrieval.embedder import DIMENSION as EMBEDDING_DIMENSION
 from retrieval.embedder import Embedder
 
 logger = logging.getLogger("tuneloop.gateway")
+UPSTREAM_KEEPALIVE_S = 4.0  # below vLLM's 5 s keep-alive (see _start)
 
 
 def create_app(
@@ -123,7 +124,11 @@ async def _start(
 ) -> None:
     """Open every live object in order, registering its close on ``stack`` as it opens."""
     client = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=settings.upstream_max_connections),
+        # Idle connections are dropped before vLLM's server drops them (its keep-alive is
+        # VLLM_HTTP_TIMEOUT_KEEP_ALIVE, 5 s): reusing one it is closing resets the request.
+        connector=aiohttp.TCPConnector(
+            limit=settings.upstream_max_connections, keepalive_timeout=UPSTREAM_KEEPALIVE_S
+        ),
         timeout=aiohttp.ClientTimeout(
             total=None,
             connect=settings.upstream_connect_timeout,

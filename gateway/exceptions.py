@@ -30,6 +30,7 @@ errors propagate; code whose callers catch ``GatewayError`` wraps the call in
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -166,6 +167,17 @@ def from_transport(exc: BaseException) -> UpstreamError:
 def is_connect_failure(exc: BaseException) -> bool:
     """True when no byte can have reached the upstream, so another replica may be tried."""
     return isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+
+
+_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """True when the upstream closed or reset the connection (raised before its response
+    began, this is a replica that just died, or a kept-alive connection it had closed)."""
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return True
+    return isinstance(exc, aiohttp.ClientOSError) and exc.errno in _RESET_ERRNOS
 
 
 # Library error -> gateway error. A row matches an instance of its class whose ``reason`` (the

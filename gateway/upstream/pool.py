@@ -32,6 +32,7 @@ from gateway.exceptions import (
     TransportError,
     from_transport,
     is_connect_failure,
+    is_disconnect,
 )
 from gateway.metrics import GatewayMetrics
 from gateway.upstream.call import UpstreamCall
@@ -288,13 +289,14 @@ class UpstreamPool:
         """Send a POST to the best replica serving ``model`` and return once headers arrive.
 
         A replica that refuses the connection (nothing was sent) is marked down and the next
-        one is tried (where no other serves the model, ``placer`` may load it on one); any
-        other transport failure is raised as a gateway error. Replicas at
+        one is tried (where no other serves the model, ``placer`` may load it on one); one
+        that closes the connection before its response began gets the request sent again,
+        once; any other transport failure is raised as a gateway error. Replicas at
         ``max_in_flight_per_replica`` are skipped; when all are, the request waits (at most
         ``capacity_wait`` seconds, then 429) rather than piling up inside an engine.
         """
-        failed_over = False
-        for _ in range(len(self.replicas) + 1):
+        failed_over = resent = False
+        for _ in range(len(self.replicas) + 2):
             replica, reason = await self._choose(model)
             replica.in_flight += 1
             try:
@@ -306,6 +308,15 @@ class UpstreamPool:
                 if is_connect_failure(exc):
                     self.mark_down(replica, f"{type(exc).__name__}: {exc}")
                     failed_over = True
+                    continue
+                if is_disconnect(exc) and not resent:
+                    # Closed before the response began: a replica that just died (the next
+                    # connection to it is refused, so it is marked down) or a kept-alive
+                    # connection it had just closed. Sent again once only, so a request that
+                    # itself crashes replicas takes down two at most.
+                    self._metrics.upstream_errors.labels(replica.url, "disconnect").inc()
+                    logger.warning("event=upstream_disconnected upstream=%s resent=1", replica.url)
+                    failed_over = resent = True
                     continue
                 self._metrics.upstream_errors.labels(replica.url, type(exc).__name__).inc()
                 raise from_transport(exc) from exc

@@ -8,6 +8,7 @@ import signal
 import aiohttp
 
 from gateway.engine import free_port
+from gateway.exceptions import UpstreamError
 from gateway.metrics import GatewayMetrics
 from gateway.upstream.load import EngineLoad, parse_engine_load
 from gateway.upstream.pool import SLOW_CHECKS_TO_DOWN, Replica, UpstreamPool
@@ -265,5 +266,80 @@ def test_a_replica_answering_requests_stays_up_through_slow_health_checks() -> N
                 assert not pool.any_ready
             finally:
                 await pool._client.close()
+
+        asyncio.run(scenario())
+
+
+class Hangup:
+    """A replica that reads each request and closes the connection without answering; with
+    ``dies``, it also stops listening at the first one (a process killed mid-request)."""
+
+    def __init__(self, *, dies: bool) -> None:
+        self.dies = dies
+        self.requests = 0
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if head.startswith(b"POST"):  # a generation; health checks are hung up on too
+            self.requests += 1
+            if self.dies and self._server is not None:
+                self._server.close()
+        writer.transport.abort()  # a reset, no response byte
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+
+def test_a_request_cut_off_before_its_answer_is_sent_again_once() -> None:
+    """A replica that dies with the request in hand: sent again, the request finds the dead
+    replica refusing connections, which marks it down, and is answered by the other. A replica
+    that keeps hanging up gets the request twice, no more (a request that crashes replicas must
+    not take down the fleet), and the client gets a 502."""
+    with stub_upstream() as stub:
+
+        async def scenario() -> None:
+            metrics = GatewayMetrics()
+            for dies in (True, False):
+                hangup = Hangup(dies=dies)
+                await hangup.start()
+                pool = UpstreamPool(
+                    [f"http://127.0.0.1:{hangup.port}", stub.url],
+                    aiohttp.ClientSession(),
+                    metrics=metrics,
+                )
+                try:
+                    await pool.check_all()  # the stub answers; the hangup is down...
+                    dying, alive = pool.replicas
+                    dying.ready, dying.models = True, dict(alive.models)  # ...but taken as up
+                    alive.in_flight = 5  # so that the hangup is chosen first
+                    if dies:
+                        call = await pool.open("/v1/chat/completions", b"{}", model=MODEL,
+                                               headers={})  # fmt: skip
+                        assert call.replica is alive and call.status == 200
+                        await call.aclose()
+                        assert not dying.ready, "refused on the second try: marked down"
+                    else:
+                        try:
+                            await pool.open("/v1/chat/completions", b"{}", model=MODEL, headers={})
+                        except UpstreamError as exc:
+                            assert exc.status_code == 502
+                        else:
+                            raise AssertionError("a replica that keeps hanging up answered")
+                    assert hangup.requests == (1 if dies else 2)
+                finally:
+                    await hangup.close()
+                    await pool._client.close()
+            resent = [
+                s.value
+                for s in metrics.upstream_errors.collect()[0].samples
+                if s.name.endswith("_total") and s.labels["kind"] == "disconnect"
+            ]
+            assert resent == [1.0, 1.0], "each hang-up replica's first cut-off was sent again"
 
         asyncio.run(scenario())
