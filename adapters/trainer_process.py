@@ -6,10 +6,14 @@ busy for minutes), so the gateway starts ``python -m gateway train ...`` as a ch
 
 - gets a session and process group of its own (``start_new_session``), so killing the group
   takes whatever it spawned with it, and a Ctrl-C at the gateway's terminal does not reach it;
-- is niced *before* it runs any code: the command goes through a one-line Python trampoline
-  that calls ``os.nice`` and then ``exec``s the real command, so no thread or child of the
-  trainer ever runs at the gateway's priority (no ``preexec_fn``, which is unsafe in a process
-  with threads);
+- is set up *before* it runs any code, by a short Python trampoline that then ``exec``s the
+  real command (no ``preexec_fn``, which is unsafe in a process with threads): niced, so no
+  thread of the trainer ever runs at the gateway's priority; bound to its own CPUs when the
+  caller gives some (``cpus``: the cores the engine does not use while the job trains, see
+  ``adapters.cores``), with ``OMP_NUM_THREADS`` set to match so torch does not start threads
+  that fight over one core; given a parent-death signal (``PR_SET_PDEATHSIG``: SIGKILL when the
+  gateway dies, even by SIGKILL); and an alarm for its own deadline (an ``alarm`` survives
+  ``exec``), so a trainer whose supervisor is gone still stops on time;
 - writes stdout and stderr straight into its log file (appended), so the log survives whatever
   happens to the gateway; ``on_line`` callers get the lines by a tail of that file;
 - is killed with its whole group (SIGKILL) when the deadline passes (``TimeoutError``) or when
@@ -25,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import shlex
 import signal
@@ -39,7 +44,25 @@ logger = logging.getLogger("tuneloop.trainer")
 
 DEFAULT_COMMAND: tuple[str, ...] = (sys.executable, "-m", "gateway", "train")
 MODEL_PATH_ENV = "TUNELOOP_MODEL_PATH"
-_NICE_TRAMPOLINE = "import os, sys; os.nice(int(sys.argv[1])); os.execvp(sys.argv[2], sys.argv[2:])"
+_DEADLINE_GRACE = 5.0  # the trainer's own alarm rings this long after the supervisor's deadline
+# argv: nice, cpus ("" or "0,2"), deadline seconds (0: none), then the real command.
+_TRAMPOLINE = """\
+import ctypes, os, signal, sys
+nice, cpus, deadline, argv = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+try:
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the gateway
+except (OSError, AttributeError):
+    pass
+if os.getppid() == 1:
+    sys.exit("the gateway that started this trainer is gone")
+if nice:
+    os.nice(nice)
+if cpus:
+    os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
+if deadline:
+    signal.alarm(deadline)  # kept across exec; SIGALRM's default action ends the trainer
+os.execvp(argv[0], argv)
+"""
 
 
 @dataclass(frozen=True)
@@ -109,12 +132,23 @@ class TrainerProcess:
         self._cwd = cwd
         self._poll_interval = poll_interval
 
-    def argv(self, request: TrainRequest, *, nice: int = 10) -> list[str]:
-        """The full command line ``run`` executes (through the nice trampoline when nice > 0)."""
-        argv = [*self.command, *request.args()]
-        if nice:
-            return [sys.executable, "-c", _NICE_TRAMPOLINE, str(nice), *argv]
-        return argv
+    def command_line(self, request: TrainRequest) -> list[str]:
+        """The trainer's own command line for ``request`` (what the trampoline ``exec``s)."""
+        return [*self.command, *request.args()]
+
+    def argv(
+        self,
+        request: TrainRequest,
+        *,
+        nice: int = 10,
+        cpus: frozenset[int] | None = None,
+        deadline: float | None = None,
+    ) -> list[str]:
+        """The full command line ``run`` executes: the trampoline, then the trainer's."""
+        cpu_list = ",".join(str(c) for c in sorted(cpus)) if cpus else ""
+        seconds = math.ceil(deadline) if deadline else 0
+        return [sys.executable, "-c", _TRAMPOLINE, str(nice), cpu_list, str(seconds),
+                *self.command_line(request)]  # fmt: skip
 
     async def run(
         self,
@@ -123,28 +157,36 @@ class TrainerProcess:
         log_path: Path,
         timeout: float,
         nice: int = 10,
+        cpus: frozenset[int] | None = None,
         on_line: Callable[[str], None] | None = None,
         on_start: Callable[[int], None] | None = None,
     ) -> int:
         """Run one training to its end and return the trainer's exit code (0: adapter written).
 
         ``nice`` is added to the gateway's own niceness (as ``nice -n`` does; the OS caps it at
-        19). ``on_line`` gets each line the trainer writes, ``on_start`` its pid. Raises
-        ``TimeoutError`` after ``timeout`` seconds and ``CancelledError`` when cancelled, in
+        19). ``cpus``: the cores the trainer is bound to (None: the gateway's own); its
+        ``OMP_NUM_THREADS`` is their count. The trainer also arms its own alarm a few seconds
+        past ``timeout``. ``on_line`` gets each line the trainer writes, ``on_start`` its pid.
+        Raises ``TimeoutError`` after ``timeout`` seconds and ``CancelledError`` when cancelled, in
         both cases only after the trainer's whole process group has been killed.
         """
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         if nice < 0:
             raise ValueError("nice must be >= 0 (raising priority needs privileges)")
-        argv = self.argv(request, nice=nice)
+        if cpus is not None and not cpus:
+            raise ValueError("cpus must name at least one core")
+        argv = self.argv(request, nice=nice, cpus=cpus, deadline=timeout + _DEADLINE_GRACE)
         env = {**os.environ, **self._env, "PYTHONUNBUFFERED": "1"}
+        if cpus:
+            env["OMP_NUM_THREADS"] = str(len(cpus))
         if request.model_path is not None:
             env[MODEL_PATH_ENV] = str(request.model_path)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
-            command = shlex.join([*self.command, *request.args()])
-            _note(log, f"starting trainer (nice +{nice}): {command}")
+            command = shlex.join(self.command_line(request))
+            where = f", cpus {','.join(map(str, sorted(cpus)))}" if cpus else ""
+            _note(log, f"starting trainer (nice +{nice}{where}): {command}")
             offset = os.fstat(log.fileno()).st_size
             process = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log,

@@ -75,7 +75,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Everything opened here is closed in reverse order, also when a later step fails.
         async with AsyncExitStack() as stack:
-            await _start(app, settings, metrics, stack)
+            await _start(app, settings, metrics, stack, engine)
             if engine is not None:
                 await start_supervisor(app, settings, metrics, stack, engine, on_engine_lost)
             logger.info(
@@ -120,7 +120,11 @@ def create_app(
 
 
 async def _start(
-    app: FastAPI, settings: Settings, metrics: GatewayMetrics, stack: AsyncExitStack
+    app: FastAPI,
+    settings: Settings,
+    metrics: GatewayMetrics,
+    stack: AsyncExitStack,
+    engine: EmbeddedEngine | None = None,
 ) -> None:
     """Open every live object in order, registering its close on ``stack`` as it opens."""
     client = aiohttp.ClientSession(
@@ -238,7 +242,7 @@ async def _start(
     )
     app.state.loop = await start_loop(
         app, settings, stack, db, adapters=adapters, evaluation=evaluation, eval_jobs=jobs,
-        shadow=shadow, presence=presence,
+        shadow=shadow, presence=presence, engine=engine,
     )  # fmt: skip
     jobs.on_drift = app.state.loop.on_drift
     app.state.eval.retrain_jobs = lambda limit: app.state.loop.jobs.jobs(limit=limit)

@@ -10,7 +10,9 @@ from contextlib import AsyncExitStack
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
+from adapters.cores import CorePartition, parse_cpus
 from adapters.dataset_registry import DatasetRegistry
+from adapters.executors import LocalExecutor, TrainExecutor
 from adapters.gate import GateConfig
 from adapters.jobs import JobStore
 from adapters.registry import Registry
@@ -129,6 +131,19 @@ async def start_eval(
     return service
 
 
+def train_executor(settings: Settings, engine: EmbeddedEngine | None) -> TrainExecutor:
+    """The executor ``TUNELOOP_TRAIN_EXECUTOR`` names; on the embedded engine's host, with the
+    engine's and the trainer's cores split while a job trains (``TUNELOOP_TRAIN_CPUS``)."""
+    trainer = TrainerProcess(env={"TUNELOOP_MODEL_PATH": str(settings.base_model_path)})
+    partition = None
+    if engine is not None and settings.train_cpus != "off":
+        cpus = None if settings.train_cpus == "auto" else parse_cpus(settings.train_cpus)
+        partition = CorePartition(
+            lambda: [engine.pid] if engine.pid is not None else [], trainer_cpus=cpus
+        )
+    return LocalExecutor(trainer, partition=partition, nice=settings.train_nice)
+
+
 async def start_loop(
     app: FastAPI,
     settings: Settings,
@@ -140,12 +155,13 @@ async def start_loop(
     eval_jobs: EvalJobs,
     shadow: ShadowMirror,
     presence: Presence,
+    engine: EmbeddedEngine | None = None,
 ) -> LoopService:
     """The retraining loop: job store, dataset registry, trainer process, gate, canary."""
     parts = LoopParts(
         jobs=await asyncio.to_thread(JobStore, db),
         datasets=await asyncio.to_thread(DatasetRegistry, db, settings.data_dir / "datasets"),
-        trainer=TrainerProcess(env={"TUNELOOP_MODEL_PATH": str(settings.base_model_path)}),
+        executor=train_executor(settings, engine),
         adapters=adapters,
         evaluation=evaluation,
         eval_jobs=eval_jobs,

@@ -6,7 +6,11 @@ A field-group mixin of ``gateway.settings.Settings``, which gives every field he
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from adapters.cores import parse_cpus
 
 __all__ = ["LoopSettings"]
 
@@ -36,6 +40,21 @@ class LoopSettings(BaseModel):
     loop_train_lr: float = Field(default=1e-3, gt=0, description="Challenger learning rate.")
     loop_train_timeout: float = Field(
         default=1800, gt=0, description="Seconds a training process may run before it is killed."
+    )
+    train_executor: Literal["local"] = Field(
+        default="local",
+        description="Where challengers are trained: 'local' (a supervised child process on "
+        "this host).",
+    )
+    train_cpus: str = Field(
+        default="auto",
+        description="While a job trains on the host of the embedded engine, the trainer's "
+        "cores: 'auto' (those the engine is not bound to), a core list ('1', '2-3'), or 'off' "
+        "(no split: trainer and engine share every core). The engine's threads are bound to the "
+        "other cores meanwhile and restored after.",
+    )
+    train_nice: int = Field(
+        default=10, ge=0, le=19, description="Niceness added to the trainer's process."
     )
     loop_candidate_min_score: float = Field(
         default=0.9,
@@ -75,3 +94,10 @@ class LoopSettings(BaseModel):
         gt=0,
         description="Seconds to collect the canary's samples; short of them it is rolled back.",
     )
+
+    @field_validator("train_cpus")
+    @classmethod
+    def _core_list(cls, value: str) -> str:
+        if value not in ("auto", "off"):
+            parse_cpus(value)  # a ValueError here is a clear settings error at start
+        return value

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from adapters.dataset_registry import DatasetRegistry, DatasetVersion
+from adapters.executors import TrainExecutor
 from adapters.gate import GateConfig, GateVerdict, Scored, run_gate
 from adapters.jobs import JobRecord, JobStore
-from adapters.trainer_process import TrainerProcess, TrainRequest
+from adapters.trainer_process import TrainRequest
 from gateway.adapter_service import AdapterService
 from gateway.evaluation.jobs import EvalJobs
 from gateway.evaluation.service import EvalService
@@ -63,7 +64,7 @@ class LoopParts:
 
     jobs: JobStore
     datasets: DatasetRegistry
-    trainer: TrainerProcess
+    executor: TrainExecutor
     adapters: AdapterService
     evaluation: EvalService
     eval_jobs: EvalJobs
@@ -94,7 +95,7 @@ class LoopService:
         without it every active job is failed at start (one process on the database)."""
         self.jobs = parts.jobs
         self.datasets = parts.datasets
-        self._trainer = parts.trainer
+        self._executor = parts.executor
         self._adapters = parts.adapters
         self._eval = parts.evaluation
         self._eval_jobs = parts.eval_jobs
@@ -284,7 +285,7 @@ class LoopService:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.jobs.update, job.id, log_path=str(log_path))
         lr = options.lr if options.lr is not None else self.config.train_lr
-        code = await self._trainer.run(
+        await self._executor.train(
             TrainRequest(
                 data=Path(dataset.path),
                 out=out,
@@ -296,8 +297,6 @@ class LoopService:
             log_path=log_path,
             timeout=self.config.train_timeout,
         )
-        if code != 0:
-            raise RuntimeError(f"the trainer exited with {code} (log: {log_path})")
         await asyncio.to_thread(self.jobs.update, job.id, adapter_path=str(out))
         name = champion.split("@", 1)[0]
         record = await self._adapters.register(name, out.name)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -195,14 +197,67 @@ def test_a_failing_line_callback_does_not_stop_the_run(tmp_path: Path) -> None:
 def test_the_default_command_is_the_gateway_trainer(tmp_path: Path) -> None:
     trainer = TrainerProcess()
     assert trainer.command == DEFAULT_COMMAND == (sys.executable, "-m", "gateway", "train")
-    argv = trainer.argv(request(tmp_path), nice=0)
-    assert argv == [
+    command = trainer.command_line(request(tmp_path))
+    assert command == [
         sys.executable, "-m", "gateway", "train",
         "--data", str(tmp_path / "data.jsonl"), "--out", str(tmp_path / "adapter"),
         "--max-steps", "5", "--eval-every", "2", "--seed", "7",
     ]  # fmt: skip
-    niced = trainer.argv(request(tmp_path), nice=10)
-    assert niced[:2] == [sys.executable, "-c"] and niced[3:] == ["10", *argv]
+    argv = trainer.argv(request(tmp_path), nice=10, cpus=frozenset({1, 0}), deadline=7.2)
+    assert argv[:2] == [sys.executable, "-c"] and argv[3:] == ["10", "0,1", "8", *command]
+
+
+def test_the_trainer_is_bound_to_the_cores_it_is_given(tmp_path: Path) -> None:
+    """What a job gets while the engine keeps its own cores: an affinity and a thread count."""
+    core = max(os.sched_getaffinity(0))
+    lines: list[str] = []
+    code = asyncio.run(
+        script(
+            "import os; print(sorted(os.sched_getaffinity(0)), os.environ['OMP_NUM_THREADS'])"
+        ).run(
+            request(tmp_path), log_path=tmp_path / "c.log", timeout=60,
+            cpus=frozenset({core}), on_line=lines.append,
+        )  # fmt: skip
+    )
+    assert code == 0 and lines == [f"[{core}] 1"]
+    assert f"cpus {core})" in (tmp_path / "c.log").read_text()
+
+
+def test_the_trainer_dies_with_the_gateway(tmp_path: Path) -> None:
+    """A gateway killed by SIGKILL runs no cleanup: the parent-death signal ends the trainer."""
+    supervisor = f"""
+import asyncio, sys
+sys.path.insert(0, {str(Path(__file__).parents[2])!r})
+from adapters.trainer_process import TrainerProcess, TrainRequest
+from pathlib import Path
+hang = "import os, time; print('pid', os.getpid(), flush=True); time.sleep(120)"
+trainer = TrainerProcess((sys.executable, "-c", hang))
+request = TrainRequest(data=Path("d"), out=Path("o"), max_steps=1, eval_every=1, seed=0)
+asyncio.run(trainer.run(request, log_path=Path({str(tmp_path / "t.log")!r}), timeout=120,
+                        on_line=lambda line: print(line, flush=True)))
+"""
+    gateway = subprocess.Popen(
+        [sys.executable, "-c", supervisor], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert gateway.stdout is not None
+        line = gateway.stdout.readline()
+        assert line.startswith("pid "), line
+        trainer_pid = int(line.split()[1])
+        assert not gone(trainer_pid)
+    finally:
+        gateway.kill()
+        gateway.wait()
+    assert_all_gone([trainer_pid])
+
+
+def test_the_trainer_enforces_its_own_deadline(tmp_path: Path) -> None:
+    """Even with no supervisor watching, the trainer's alarm ends it after its deadline."""
+    trainer = script("import time; time.sleep(60)")
+    began = time.monotonic()
+    done = subprocess.run(trainer.argv(request(tmp_path), nice=0, deadline=1), timeout=30)
+    assert done.returncode == -signal.SIGALRM
+    assert time.monotonic() - began < 20
 
 
 def test_bad_requests_and_options_are_refused(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import Engine, update
 
 from adapters.dataset_registry import DatasetRegistry
+from adapters.executors import LocalExecutor
 from adapters.jobs import JobStore
 from adapters.trainer_process import TrainerProcess
 from gateway import presence as presence_module
@@ -151,7 +152,8 @@ def test_a_starting_gateway_fails_only_the_jobs_nobody_carries_on(
         unused: Any = None  # start and close touch neither adapters, evaluation nor serving
         parts = LoopParts(
             jobs=store, datasets=DatasetRegistry(engines[0], tmp_path / "datasets"),
-            trainer=TrainerProcess(), adapters=unused, evaluation=unused, eval_jobs=unused,
+            executor=LocalExecutor(TrainerProcess()), adapters=unused, evaluation=unused,
+            eval_jobs=unused,
             shadow=ShadowMirror(no_mirror, count=lambda alias, result: None),
             serving=lambda: unused,
         )  # fmt: skip
