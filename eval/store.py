@@ -256,7 +256,13 @@ class EvalStore:
     ) -> list[dict[str, Any]]:
         """Sampled answers of ``alias`` that scored at least ``min_score`` under ``epoch``."""
         stmt = (
-            select(SampleRow.request_id, SampleRow.request, SampleRow.response, ScoreRow.total)
+            select(
+                SampleRow.request_id,
+                SampleRow.request,
+                SampleRow.response,
+                ScoreRow.total,
+                ScoreRow.checks,
+            )
             .join(ScoreRow, ScoreRow.sample_id == SampleRow.id)
             .where(SampleRow.alias == alias, ScoreRow.epoch == epoch)
             .where(ScoreRow.total >= min_score)
@@ -265,8 +271,14 @@ class EvalStore:
         )
         with self._session() as session:
             return [
-                {"request_id": rid, "request": request, "response": response, "score": total}
-                for rid, request, response, total in session.execute(stmt)
+                {
+                    "request_id": rid,
+                    "request": request,
+                    "response": response,
+                    "score": total,
+                    "checks": checks or [],
+                }
+                for rid, request, response, total, checks in session.execute(stmt)
             ]
 
     def version_scores(

@@ -9,6 +9,11 @@ Two parts, both in front of the engine so a client can never pile work up inside
   waits in a bounded FIFO queue for at most ``queue_timeout`` seconds; a full queue or a
   spent wait is a ``429`` with ``Retry-After``, never an unbounded pile-up. (The per-replica
   limit lives in the upstream pool, which knows the replicas.)
+- ``InternalLane`` admits the gateway's own requests (judge, gate, shadow) so that they never
+  crowd out clients: at most ``max_in_flight`` at once, none while a client waits in the
+  admission queue, each sent with a lower vLLM ``priority`` (a larger number: vLLM schedules
+  lower values first when it runs with ``--scheduling-policy priority``, as the embedded
+  engine does).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gateway.exceptions import InvalidRequest, RateLimited
@@ -82,6 +87,19 @@ class AdmissionGate:
         self._on_reject = on_reject or (lambda reason: None)
         self.in_flight = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._unqueued: asyncio.Event | None = None  # made in the running loop, on first use
+
+    async def wait_unqueued(self) -> None:
+        """Until no client waits in the queue (internal work yields to clients)."""
+        while self._waiters:
+            if self._unqueued is None:
+                self._unqueued = asyncio.Event()
+            self._unqueued.clear()
+            await self._unqueued.wait()
+
+    def _note_queue(self) -> None:
+        if not self._waiters and self._unqueued is not None:
+            self._unqueued.set()
 
     @property
     def waiting(self) -> int:
@@ -123,6 +141,7 @@ class AdmissionGate:
         finally:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
+            self._note_queue()
         return time.perf_counter() - began
 
     def release(self) -> None:
@@ -131,5 +150,43 @@ class AdmissionGate:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)  # the slot passes on: in_flight stays the same
+                self._note_queue()
                 return
         self.in_flight -= 1
+        self._note_queue()
+
+
+class InternalLane:
+    """Admission for internal requests: a bounded lane that waits for the clients' queue."""
+
+    def __init__(
+        self,
+        *,
+        max_in_flight: int,
+        priority: int | None,
+        clients_queued: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """``priority``: vLLM's request priority for internal requests (None: sent without
+        one, for replicas scheduling first come first served); ``clients_queued``: returns
+        once no client waits for admission."""
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self.priority = priority
+        self.max_in_flight = max_in_flight
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._clients_queued = clients_queued
+        self.in_flight = 0
+
+    async def acquire(self) -> None:
+        await self._slots.acquire()
+        try:
+            if self._clients_queued is not None:
+                await self._clients_queued()
+        except BaseException:
+            self._slots.release()
+            raise
+        self.in_flight += 1
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._slots.release()

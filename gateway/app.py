@@ -17,7 +17,7 @@ from adapters.registry import Registry
 from gateway.adapter_service import AdapterService
 from gateway.admin import api_router as admin_router
 from gateway.admin.serving import AdminServing
-from gateway.admission import RequestLimits
+from gateway.admission import InternalLane, RequestLimits
 from gateway.collections import api_router as collections_router
 from gateway.collections.serving import CollectionsServing
 from gateway.dashboard import DashboardPages
@@ -204,6 +204,7 @@ async def _start(
                                                    messages),
         count=lambda alias, result: metrics.child(metrics.shadow_requests, alias, result).inc(),
     )  # fmt: skip
+    gate = admission_gate(settings, metrics)
     app.state.serving = OpenAIServing(
         pool,
         metrics,
@@ -228,7 +229,12 @@ async def _start(
             max_messages=settings.max_messages,
             max_stop=settings.max_stop_sequences,
         ),
-        gate=admission_gate(settings, metrics),
+        gate=gate,
+        internal=InternalLane(
+            max_in_flight=settings.internal_max_in_flight,
+            priority=settings.internal_priority_value(embedded=False),
+            clients_queued=gate.wait_unqueued,
+        ),
     )
     jobs = EvalJobs(
         evaluation, reports_dir=settings.reports_dir, retention_days=settings.eval_retention_days

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -24,6 +25,7 @@ from rich.progress import (
 
 from adapters.base_model import BundledModelMissing, is_prepared, prepare_base_model
 from adapters.datasets import DatasetError
+from adapters.progress import step_line
 from gateway.cli_admin import adapters_app, aliases_app, events, ingest
 from gateway.cli_eval import eval_app, rubrics_app
 from gateway.cli_keys import keys_app
@@ -141,7 +143,12 @@ def serve(
             engine = EmbeddedEngine(settings)
             engine.start()
             _wait_for_engine(engine)
-            settings = settings.model_copy(update={"upstreams": [engine.url]})
+            # The gateway's own requests yield to clients on the engine it started (priority).
+            priority = settings.internal_priority_value(embedded=True)
+            settings = settings.model_copy(update={
+                "upstreams": [engine.url],
+                "internal_priority": "off" if priority is None else str(priority),
+            })  # fmt: skip
         if settings.workers > 1:
             signal.signal(signal.SIGTERM, previous)  # the worker supervisor handles signals
             if (reason := asyncio.run(supervise(settings, engine))) is not None:
@@ -203,9 +210,13 @@ def train(
         MofNCompleteColumn(), TimeElapsedColumn(), console=console,
     ) as progress:  # fmt: skip
         task = progress.add_task("loading model", total=None)
+        began = time.monotonic()
 
         def on_step(step: int, total: int, loss: float) -> None:
             progress.update(task, completed=step, total=total, description=f"loss {loss:.4f}")
+            if not console.is_terminal:  # a job's log: one line per step (gateway.loop.progress)
+                eta = (time.monotonic() - began) / step * (total - step)
+                print(step_line(step, total, loss, eta), flush=True)
 
         try:
             report = run_training(config, on_step=on_step)

@@ -8,6 +8,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from gateway.cli_admin import UrlOption, admin_call, print_json
 
@@ -69,7 +77,13 @@ def datasets_diff(
 
 def retrain(
     alias: Annotated[str, typer.Argument(help="Alias to retrain.")],
-    max_steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(min=1, help="Training steps (default: TUNELOOP_LOOP_TRAIN_STEPS).")
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(min=0, help="Learning rate (default: TUNELOOP_LOOP_TRAIN_LR)."),
+    ] = None,
     wait: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = False,
     url: UrlOption = None,
 ) -> None:
@@ -77,25 +91,51 @@ def retrain(
     body: dict[str, object] = {"alias": alias}
     if max_steps is not None:
         body["max_steps"] = max_steps
+    if lr is not None:
+        body["lr"] = lr
     job = admin_call("POST", "/admin/retrain", url, body)
     if not wait:
         print_json(job)
         return
-    with console.status(f"job {job['id']}: {job['state']}") as status:
-        while job["state"] not in _TERMINAL:
-            time.sleep(2)
-            job = admin_call("GET", f"/admin/jobs/{job['id']}", url)
-            status.update(f"job {job['id']}: {job['state']}")
+    job = _follow(job, url)
     print_json(job)
     if job["state"] != "promoted":
         raise typer.Exit(1)
 
 
+def _follow(job: dict, url: str | None) -> dict:
+    """Poll the job until it ends, with a progress bar of its training steps; its last record."""
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+               MofNCompleteColumn(), TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(f"job {job['id']}: {job['state']}", total=None)
+        while job["state"] not in _TERMINAL:
+            time.sleep(2)
+            job = admin_call("GET", f"/admin/jobs/{job['id']}", url)
+            progress = (job.get("detail") or {}).get("progress") or {}
+            loss = progress.get("loss")
+            said = f" · step {progress['step']}, loss {loss:.4f}" if loss is not None else ""
+            bar.update(task, description=f"job {job['id']}: {job['state']}{said}",
+                       completed=progress.get("step", 0), total=progress.get("total"))  # fmt: skip
+    return job
+
+
 def jobs(
     alias: Annotated[str | None, typer.Option(help="Only this alias.")] = None,
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    watch: Annotated[
+        bool,
+        typer.Option(help="Follow the newest job (of --alias) to its end, with a progress bar."),
+    ] = False,
     url: UrlOption = None,
 ) -> None:
     """List retrain jobs with their state, timings and gate verdict."""
-    query = f"?limit={limit}" + (f"&alias={alias}" if alias else "")
-    print_json(admin_call("GET", f"/admin/jobs{query}", url)["data"])
+    query = f"?limit={1 if watch else limit}" + (f"&alias={alias}" if alias else "")
+    found = admin_call("GET", f"/admin/jobs{query}", url)["data"]
+    if not watch:
+        print_json(found)
+        return
+    if not found:
+        console.print("no retrain job" + (f" for {alias}" if alias else ""))
+        raise typer.Exit(1)
+    print_json(_follow(found[0], url))

@@ -92,6 +92,7 @@ class EmbeddedEngine:
             "--enable-lora",
             "--max-loras", str(s.engine_max_loras),
             "--max-lora-rank", str(s.engine_max_lora_rank),
+            "--scheduling-policy", s.engine_scheduling_policy,
             "--disable-uvicorn-access-log",
             *shlex.split(s.engine_extra_args),
         ]  # fmt: skip

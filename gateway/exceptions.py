@@ -189,7 +189,7 @@ _LIBRARY_TABLE: tuple[
     tuple[type[Exception], frozenset[str] | None, Callable[[Any], GatewayError]], ...
 ] = (
     (AdapterInvalid, None, lambda e: InvalidRequest(str(e), param="path", code=e.reason)),
-    (JobConflict, None, lambda e: Conflict(str(e), param="alias")),
+    (JobConflict, None, lambda e: Conflict(str(e), param="alias", code="job_active")),
     (InUse, None, lambda e: Conflict(str(e), code=e.reason)),
     (RegistryError, _NOT_NOW, lambda e: Conflict(str(e), code=e.reason)),
     (RegistryError, frozenset({"not_found"}), lambda e: NotFound(str(e))),

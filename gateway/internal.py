@@ -2,6 +2,9 @@
 
 An internal request is routed like any other (aliases, adapters, replicas, JSON guard) but is
 marked on its context: never sampled, never counted in client metrics, never in the access log.
+
+Internal work never crowds out clients (``gateway.admission.InternalLane``, applied by
+``OpenAIServing`` to every request marked internal).
 """
 
 from __future__ import annotations

@@ -164,6 +164,18 @@ class GatewayMetrics:
             ["alias", "state"],
             registry=r,
         )
+        self.loop_train_step = Gauge(
+            "tuneloop_loop_train_step",
+            "The optimizer step the alias's training job has reached (0 when none trains).",
+            ["alias"],
+            registry=r,
+        )
+        self.loop_train_loss = Gauge(
+            "tuneloop_loop_train_loss",
+            "Training loss at the last step of the alias's training job.",
+            ["alias"],
+            registry=r,
+        )
         self.shadow_requests = Counter(
             "tuneloop_loop_shadow_requests",
             "Requests mirrored to a challenger awaiting its verdict, by result (scored, failed, "

@@ -28,6 +28,10 @@ logger = logging.getLogger("tuneloop.settings")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
+# vLLM runs lower numbers first; clients are sent at 0.
+DEFAULT_INTERNAL_PRIORITY = 10
+
+
 # The mixins are plain BaseModels, so BaseSettings' config (env prefix, validated defaults)
 # applies to their fields too. Pydantic keys validators by attribute name across the bases: a
 # validator here or in a mixin must not reuse another's name, or it silently replaces it.
@@ -95,6 +99,19 @@ class Settings(EvalSettings, LoopSettings, EngineSettings, BaseSettings):
     )
     max_stop_sequences: int = Field(
         default=16, ge=1, description="Most stop sequences in one request (400 above)."
+    )
+    internal_priority: str = Field(
+        default="auto",
+        description="vLLM request priority of the gateway's own requests (judge, gate, "
+        "shadow); larger is later, clients are sent at 0. 'auto': 10 on the embedded engine "
+        "(started with --scheduling-policy priority), none for external replicas; 'off': none; "
+        "a number: that priority (run external vLLM with --scheduling-policy priority first).",
+    )
+    internal_max_in_flight: int = Field(
+        default=2,
+        ge=1,
+        description="Most internal requests (judge, gate, shadow) in flight at once; none is "
+        "sent while a client waits for admission.",
     )
     max_in_flight: int = Field(
         default=512,
@@ -179,6 +196,23 @@ class Settings(EvalSettings, LoopSettings, EngineSettings, BaseSettings):
     @classmethod
     def _csv(cls, value: object) -> object:
         return split_csv(value)
+
+    @field_validator("internal_priority")
+    @classmethod
+    def _priority(cls, value: str) -> str:
+        if value not in ("auto", "off") and not value.lstrip("-").isdigit():
+            raise ValueError("internal_priority is 'auto', 'off' or an integer")
+        return value
+
+    def internal_priority_value(self, *, embedded: bool) -> int | None:
+        """The priority internal requests carry (None: none), for an embedded engine or not."""
+        if self.internal_priority == "off" or (self.internal_priority == "auto" and not embedded):
+            return None
+        if self.internal_priority == "auto":
+            return (
+                DEFAULT_INTERNAL_PRIORITY if self.engine_scheduling_policy == "priority" else None
+            )
+        return int(self.internal_priority)
 
     @field_validator("admin_token")
     @classmethod

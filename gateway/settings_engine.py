@@ -7,7 +7,7 @@ A field-group mixin of ``gateway.settings.Settings``, which gives every field he
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import NoDecode
@@ -71,6 +71,12 @@ class EngineSettings(BaseModel):
     )
     engine_max_loras: int = Field(
         default=4, gt=0, description="LoRA adapters the embedded engine holds at once."
+    )
+    engine_scheduling_policy: Literal["priority", "fcfs"] = Field(
+        default="priority",
+        description="vLLM's --scheduling-policy for the embedded engine: 'priority' lets the "
+        "gateway's own requests (judge, gate, shadow) yield to clients' (see "
+        "TUNELOOP_INTERNAL_PRIORITY).",
     )
     engine_max_lora_rank: int = Field(
         default=16, gt=0, description="Largest LoRA rank the embedded engine accepts."

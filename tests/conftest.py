@@ -25,7 +25,15 @@ import pytest
 from adapters.base_model import prepare_base_model
 from gateway.engine import free_port
 from gateway.settings import Settings
-from tests.helpers import EXAMPLE_DATA, PROSE_DATA, ROOT, http_ok, train_adapter, wait_until
+from tests.helpers import (
+    ADMIN_TOKEN,
+    EXAMPLE_DATA,
+    PROSE_DATA,
+    ROOT,
+    http_ok,
+    train_adapter,
+    wait_until,
+)
 from tests.postgres import database_url, postgres_server  # noqa: F401  (fixtures)
 
 
@@ -62,7 +70,7 @@ def base_settings() -> Settings:
 
 @pytest.fixture(scope="session")
 def serve(
-    base_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+    base_settings: Settings, tmp_path_factory: pytest.TempPathFactory, adapter_root: Path
 ) -> Iterator[ServeProcess]:
     """``tuneloop serve`` as a user runs it: gateway plus embedded vLLM, stopped by SIGTERM.
 
@@ -79,6 +87,10 @@ def serve(
         "TUNELOOP_DATA_DIR": str(data_dir),
         "TUNELOOP_MODEL_PATH": str(base_settings.base_model_path),
         "TUNELOOP_HEALTH_INTERVAL": "1",
+        # The admin API (the core-split test retrains on this engine's host) and the adapters
+        # the session trains.
+        "TUNELOOP_ADMIN_TOKEN": ADMIN_TOKEN,
+        "TUNELOOP_ADAPTER_ROOT": str(adapter_root),
     }
     with open(log, "wb") as out:
         process = subprocess.Popen(

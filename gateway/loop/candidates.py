@@ -2,6 +2,12 @@
 
 Both are already scrubbed (the eval store holds nothing else) and each keeps its request id as
 its source (``feedback:<id>`` or ``sample:<id>``), so every example traces back to a request.
+
+The loop must not teach itself its own mistakes: a sampled answer that only passed format
+checks (JSON valid, schema, regex) can still be wrong ("Kyre" for Kyoto scores 1.0 under a
+JSON-schema rubric). So a sampled answer is a candidate only when its score holds a content
+check (``CONTENT_CHECKS``) and every content check on it passed; otherwise only corrections
+are learnt from.
 """
 
 from __future__ import annotations
@@ -40,10 +46,23 @@ def from_corrections(rows: list[dict[str, Any]]) -> list[Candidate]:
     return out
 
 
+# Checks that judge what an answer says, not only its shape.
+CONTENT_CHECKS = frozenset({"reference_similarity", "llm_judge", "grounded"})
+
+
+def content_checked(checks: list[dict[str, Any]]) -> bool:
+    """Whether a score's checks include a content check and every content check passed."""
+    content = [c for c in checks if isinstance(c, dict) and c.get("type") in CONTENT_CHECKS]
+    return bool(content) and all(c.get("passed") is True for c in content)
+
+
 def from_good_samples(rows: list[dict[str, Any]]) -> list[Candidate]:
-    """A sampled answer that scored at or above the threshold is kept as it was."""
+    """A sampled answer that scored at or above the threshold, and passed a content check, is
+    kept as it was."""
     out = []
     for row in rows:
+        if not content_checked(row.get("checks") or []):
+            continue
         prompt = _prompt(row.get("request"))
         if prompt is None or not (row.get("response") or "").strip():
             continue

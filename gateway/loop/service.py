@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapters.curation import Candidate
 from adapters.dataset_registry import DatasetRegistry, DatasetVersion
 from adapters.executors import TrainExecutor
 from adapters.gate import GateConfig, GateVerdict, Scored, run_gate
 from adapters.jobs import JobRecord, JobStore
+from adapters.progress import parse_step_line
 from adapters.trainer_process import TrainRequest
 from gateway.adapter_service import AdapterService
 from gateway.evaluation.jobs import EvalJobs
@@ -206,7 +208,7 @@ class LoopService:
             await self._transition(job, "running", dataset_hash=dataset.hash, detail=timings)
 
             started = time.perf_counter()
-            challenger = await self._train(job, dataset, champion, options)
+            challenger = await self._train(job, dataset, champion, options, timings)
             timings["training"] = time.perf_counter() - started
             await self._transition(job, "succeeded", served_name=challenger, detail=timings)
 
@@ -256,28 +258,37 @@ class LoopService:
         if latest is None:  # checked when the job was queued; an operator may have raced it
             raise InvalidRequest(f"no dataset is imported for '{alias}'", param="alias")
         candidates = await asyncio.to_thread(self.datasets.candidates_of, alias, latest.version)
-        new = from_corrections(await asyncio.to_thread(store.corrections, alias))
+        corrections = from_corrections(await asyncio.to_thread(store.corrections, alias))
+        samples: list[Candidate] = []
         active = self._eval.active_rubrics().get(alias)
         if active is not None:
             rows = await asyncio.to_thread(
                 store.good_samples, alias, epoch=active.record.epoch,
                 min_score=self.config.candidate_min_score,
             )  # fmt: skip
-            new += from_good_samples(rows)
+            samples = from_good_samples(rows)  # only those a content check vouched for
+        new = [*corrections, *samples]
         # Corrections first among the new ones: on a contradiction a human correction wins.
         version, removals = await asyncio.to_thread(
             self.datasets.import_examples, alias, [*candidates, *new],
             parents=[latest.hash], scrub=self._eval.scrub,
         )  # fmt: skip
         await self._event("loop_dataset", alias, job=job.id, version=version.version,
-                    hash=version.hash, added=len(new), removed=len(removals),
+                    hash=version.hash, added=len(new), from_corrections=len(corrections),
+                    from_samples=len(samples), removed=len(removals),
                     counts=version.counts)  # fmt: skip
         return version
 
     async def _train(
-        self, job: JobRecord, dataset: DatasetVersion, champion: str, options: RetrainOptions
+        self,
+        job: JobRecord,
+        dataset: DatasetVersion,
+        champion: str,
+        options: RetrainOptions,
+        timings: dict[str, Any],
     ) -> str:
-        """Train in a separate process, then register and load the challenger."""
+        """Train by the executor, then register and load the challenger. The trainer's step
+        lines become the job's ``detail.progress`` and the alias's step and loss gauges."""
         root = self._adapters.adapter_root
         root.mkdir(parents=True, exist_ok=True)
         out = root / f"{job.alias}-job{job.id}-{time.strftime('%Y%m%d%H%M%S')}"
@@ -285,22 +296,50 @@ class LoopService:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.jobs.update, job.id, log_path=str(log_path))
         lr = options.lr if options.lr is not None else self.config.train_lr
-        await self._executor.train(
-            TrainRequest(
-                data=Path(dataset.path),
-                out=out,
-                max_steps=options.max_steps or self.config.train_steps,
-                eval_every=self.config.train_eval_every,
-                seed=job.id,
-                extra_args=("--lr", str(lr)),
-            ),
-            log_path=log_path,
-            timeout=self.config.train_timeout,
-        )
+        step_gauge = self._metrics.child(self._metrics.loop_train_step, job.alias)
+        loss_gauge = self._metrics.child(self._metrics.loop_train_loss, job.alias)
+        writes: set[asyncio.Task[None]] = set()
+
+        def on_line(line: str) -> None:
+            progress = parse_step_line(line)
+            if progress is None:
+                return
+            step_gauge.set(progress.step)
+            if progress.loss is not None:
+                loss_gauge.set(progress.loss)
+            timings["progress"] = progress.model_dump()
+            if not writes:  # one write in flight; a later step's figures replace a skipped one
+                task = asyncio.create_task(self._note_progress(job.id, dict(timings)))
+                writes.add(task)
+                task.add_done_callback(writes.discard)
+
+        try:
+            await self._executor.train(
+                TrainRequest(
+                    data=Path(dataset.path),
+                    out=out,
+                    max_steps=options.max_steps or self.config.train_steps,
+                    eval_every=self.config.train_eval_every,
+                    seed=job.id,
+                    extra_args=("--lr", str(lr)),
+                ),
+                log_path=log_path,
+                timeout=self.config.train_timeout,
+                on_line=on_line,
+            )
+        finally:
+            step_gauge.set(0)
+            await asyncio.gather(*writes, return_exceptions=True)
         await asyncio.to_thread(self.jobs.update, job.id, adapter_path=str(out))
         name = champion.split("@", 1)[0]
         record = await self._adapters.register(name, out.name)
         return record.served_name
+
+    async def _note_progress(self, job_id: int, detail: dict[str, Any]) -> None:
+        try:
+            await asyncio.to_thread(self.jobs.update, job_id, detail=detail)
+        except Exception:  # progress is best effort; the job's own state is written elsewhere
+            logger.exception("event=loop_progress_write_failed job=%d", job_id)
 
     async def _gate(self, alias: str, champion: str, challenger: str) -> GateVerdict:
         """Frozen-set comparison, with shadow traffic mirrored meanwhile."""

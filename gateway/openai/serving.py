@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
-from gateway.admission import AdmissionGate, RequestLimits
+from gateway.admission import AdmissionGate, InternalLane, RequestLimits
 from gateway.context import RequestContext
 from gateway.exceptions import (
     GatewayError,
@@ -101,6 +101,7 @@ class OpenAIServing:
         sample: SampleDecision | None = None,
         limits: RequestLimits | None = None,
         gate: AdmissionGate | None = None,
+        internal: InternalLane | None = None,
     ):
         self._pool = pool
         self._metrics = metrics
@@ -111,6 +112,7 @@ class OpenAIServing:
         self._sample = sample
         self._limits = limits or RequestLimits()
         self._gate = gate
+        self._internal = internal
 
     # --- public ------------------------------------------------------------------------------
     async def create_chat_completion(self, body: bytes, ctx: RequestContext) -> ServingResult:
@@ -149,10 +151,15 @@ class OpenAIServing:
         handed_to_stream = False
         route: Route | None = None
         capture: Capture | None = None
+        laned = False
         try:
             request = parse_request(model_cls, body)
             self._limits.check(request)
+            set_priority(request, ctx, self._internal)
             route = await self._route(request, ctx)
+            if ctx.internal and self._internal is not None:
+                await self._internal.acquire()
+                laned = True
             if self._gate is not None:
                 await self._gate.acquire()
                 ctx.admitted = True
@@ -179,6 +186,8 @@ class OpenAIServing:
             ctx.status = 499  # the client left: the upstream call was dropped with it
             raise
         finally:
+            if laned:
+                self._internal.release()
             if not handed_to_stream:
                 self._finish(endpoint, ctx, route, capture)
 
@@ -355,3 +364,17 @@ class OpenAIServing:
         self._metrics.in_flight_for(endpoint).dec()
         if not ctx.internal:
             self._observers.finish(FinishedRequest(endpoint, ctx, capture))
+
+
+def set_priority(
+    request: GenerationRequest, ctx: RequestContext, lane: InternalLane | None
+) -> None:
+    """vLLM's ``priority`` is the gateway's to set: a client's is dropped (it could jump every
+    queue, or be refused by a replica that schedules first come first served); an internal
+    request gets the lane's."""
+    extra = request.__pydantic_extra__
+    if extra is None:
+        return
+    extra.pop("priority", None)
+    if ctx.internal and lane is not None and lane.priority is not None:
+        extra["priority"] = lane.priority

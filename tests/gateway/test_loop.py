@@ -37,6 +37,7 @@ def loop_gateway(
         eval_drift_interval=3600, eval_drift_baseline_samples=20, eval_drift_batch_size=5,
         loop_train_steps=10, loop_canary_share=50, loop_canary_samples=6,
         loop_canary_timeout=300, loop_shadow_share=1.0,
+        internal_priority="10",  # the session's engine schedules by priority: gate requests yield
     )  # fmt: skip
     with running_gateway(settings) as url:
         gateway = EvalGateway(url, aliases=["loopx"])
@@ -129,6 +130,11 @@ def test_planted_drift_is_retrained_gated_canaried_and_promoted(
     assert not traffic.errors, traffic.errors[:3]  # nothing failed while it was swapped in
 
     assert job["state"] == "promoted", job
+    progress = job["detail"]["progress"]  # the trainer's last step line, on the job
+    assert 1 <= progress["step"] <= progress["total"] and progress["loss"] is not None
+    steps = [x for x in Path(job["log_path"]).read_text().splitlines()
+             if x.startswith("tuneloop-step ")]  # fmt: skip
+    assert len(steps) == progress["step"]  # the job's log has one line per step
     verdict = job["verdict"]
     assert verdict["promote"] and verdict["ci_low"] > 0, verdict
     assert verdict["mean_challenger"] > verdict["mean_champion"]
@@ -164,6 +170,7 @@ def test_a_useless_challenger_is_rejected_and_the_champion_keeps_serving(
     assert started.status_code == 202, started.text
     again = gw.call("POST", "/admin/retrain", json={"alias": "loopx"})
     assert again.status_code == 409  # one job per alias at a time
+    assert again.json()["error"]["code"] == "job_active"
     job = wait_job(gw, started.json()["id"])
     assert job["state"] == "rejected", job
     assert job["verdict"]["promote"] is False and job["verdict"]["reason"].startswith("reject")

@@ -44,13 +44,35 @@ def test_corrections_become_the_answer_to_their_request() -> None:
     assert candidate.conversation[:-1] == ASKED["messages"]
 
 
+SIMILAR = {"name": "close", "type": "reference_similarity", "passed": True}
+SCHEMA = {"name": "schema", "type": "json_schema", "passed": True}
+
+
 def test_good_samples_keep_their_answer_and_drop_text_completions() -> None:
     rows = [
-        {"request_id": "s1", "response": '{"name": "Ana"}', "request": ASKED},
-        {"request_id": "s2", "response": "ok", "request": {"prompt": "Say ok"}},
-    ]
+        {"request_id": "s1", "response": '{"name": "Ana"}', "request": ASKED,
+         "checks": [SCHEMA, SIMILAR]},
+        {"request_id": "s2", "response": "ok", "request": {"prompt": "Say ok"},
+         "checks": [SIMILAR]},
+    ]  # fmt: skip
     [candidate] = from_good_samples(rows)
     assert candidate.source == "sample:s1" and candidate.conversation[-1]["role"] == "assistant"
+
+
+def test_only_answers_a_content_check_vouched_for_become_candidates() -> None:
+    """A format-only pass ("Kyre" for Kyoto is valid JSON) never feeds the next dataset."""
+    wrong = {**SIMILAR, "passed": False}
+    judged = {"name": "judge", "type": "llm_judge", "passed": True}
+    rows = [
+        {"request_id": "format-only", "response": '{"city": "Kyre"}', "request": ASKED,
+         "checks": [SCHEMA]},
+        {"request_id": "content-failed", "response": '{"city": "Kyre"}', "request": ASKED,
+         "checks": [SCHEMA, wrong, judged]},
+        {"request_id": "judged", "response": '{"city": "Kyoto"}', "request": ASKED,
+         "checks": [SCHEMA, judged]},
+        {"request_id": "unchecked", "response": '{"city": "Kyoto"}', "request": ASKED},
+    ]  # fmt: skip
+    assert [c.source for c in from_good_samples(rows)] == ["sample:judged"]
 
 
 def finished(request_id: str, alias: str = "extract") -> FinishedRequest:
