@@ -215,8 +215,11 @@ def test_the_trainer_is_bound_to_the_cores_it_is_given(tmp_path: Path) -> None:
         script(
             "import os; print(sorted(os.sched_getaffinity(0)), os.environ['OMP_NUM_THREADS'])"
         ).run(
-            request(tmp_path), log_path=tmp_path / "c.log", timeout=60,
-            cpus=frozenset({core}), on_line=lines.append,
+            request(tmp_path),
+            log_path=tmp_path / "c.log",
+            timeout=60,
+            cpus=frozenset({core}),
+            on_line=lines.append,
         )  # fmt: skip
     )
     assert code == 0 and lines == [f"[{core}] 1"]
