@@ -18,7 +18,7 @@ from retrieval.collections import RetrievalError
     ("error", "status", "code", "param"),
     [
         (AdapterInvalid("outside_root", "outside the adapter root"), 400, "outside_root", "path"),
-        (JobConflict("extract", 3, "training"), 409, "conflict", "alias"),
+        (JobConflict("extract", 3, "training"), 409, "job_active", "alias"),
         (InUse("in_use", "extract@v1 is aliased"), 409, "in_use", None),
         (RegistryError("job_active", "busy"), 409, "job_active", None),
         (DatasetRegistryError("frozen_exists", "frozen"), 409, "frozen_exists", None),
