@@ -10,6 +10,7 @@ on this host, with the engine's and the trainer's cores split while it trains.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -51,7 +52,7 @@ class LocalExecutor:
         self._trainer = trainer
         self._partition = partition
         self._nice = nice
-        self._lock = asyncio.Lock()  # one core split at a time: jobs on one host take turns
+        self._lock = asyncio.Lock()
 
     async def train(
         self,
@@ -61,16 +62,13 @@ class LocalExecutor:
         timeout: float,
         on_line: Callable[[str], None] | None = None,
     ) -> None:
-        if self._partition is None:
-            code = await self._trainer.run(
-                request, log_path=log_path, timeout=timeout, nice=self._nice, on_line=on_line
-            )
-        else:
-            async with self._lock:
-                with self._partition.split() as cpus:
-                    code = await self._trainer.run(
-                        request, log_path=log_path, timeout=timeout, nice=self._nice,
-                        cpus=cpus, on_line=on_line,
-                    )  # fmt: skip
+        # One core split at a time: jobs on one host take turns; without a split they don't.
+        turn = self._lock if self._partition is not None else contextlib.nullcontext()
+        async with turn:
+            with self._partition.split() if self._partition else contextlib.nullcontext() as cpus:
+                code = await self._trainer.run(
+                    request, log_path=log_path, timeout=timeout, nice=self._nice, cpus=cpus,
+                    on_line=on_line,
+                )  # fmt: skip
         if code != 0:
             raise TrainingFailed(f"the trainer exited with {code} (log: {log_path})")

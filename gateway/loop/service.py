@@ -24,7 +24,6 @@ from adapters.dataset_registry import DatasetRegistry, DatasetVersion
 from adapters.executors import TrainExecutor
 from adapters.gate import GateConfig, GateVerdict, Scored, run_gate
 from adapters.jobs import JobRecord, JobStore
-from adapters.progress import parse_step_line
 from adapters.trainer_process import TrainRequest
 from gateway.adapter_service import AdapterService
 from gateway.evaluation.jobs import EvalJobs
@@ -33,6 +32,7 @@ from gateway.exceptions import Conflict, InvalidRequest, NotFound, library_error
 from gateway.internal import internal_chat
 from gateway.loop.candidates import from_corrections, from_good_samples
 from gateway.loop.orphans import OrphanSweeper
+from gateway.loop.progress import ProgressRecorder
 from gateway.loop.shadow import ShadowMirror
 from gateway.metrics import GatewayMetrics
 from gateway.openai.serving import OpenAIServing
@@ -296,23 +296,9 @@ class LoopService:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self.jobs.update, job.id, log_path=str(log_path))
         lr = options.lr if options.lr is not None else self.config.train_lr
-        step_gauge = self._metrics.child(self._metrics.loop_train_step, job.alias)
-        loss_gauge = self._metrics.child(self._metrics.loop_train_loss, job.alias)
-        writes: set[asyncio.Task[None]] = set()
-
-        def on_line(line: str) -> None:
-            progress = parse_step_line(line)
-            if progress is None:
-                return
-            step_gauge.set(progress.step)
-            if progress.loss is not None:
-                loss_gauge.set(progress.loss)
-            timings["progress"] = progress.model_dump()
-            if not writes:  # one write in flight; a later step's figures replace a skipped one
-                task = asyncio.create_task(self._note_progress(job.id, dict(timings)))
-                writes.add(task)
-                task.add_done_callback(writes.discard)
-
+        progress = ProgressRecorder(
+            self.jobs, self._metrics, job_id=job.id, alias=job.alias, timings=timings
+        )
         try:
             await self._executor.train(
                 TrainRequest(
@@ -325,21 +311,14 @@ class LoopService:
                 ),
                 log_path=log_path,
                 timeout=self.config.train_timeout,
-                on_line=on_line,
+                on_line=progress.on_line,
             )
         finally:
-            step_gauge.set(0)
-            await asyncio.gather(*writes, return_exceptions=True)
+            await progress.close()
         await asyncio.to_thread(self.jobs.update, job.id, adapter_path=str(out))
         name = champion.split("@", 1)[0]
         record = await self._adapters.register(name, out.name)
         return record.served_name
-
-    async def _note_progress(self, job_id: int, detail: dict[str, Any]) -> None:
-        try:
-            await asyncio.to_thread(self.jobs.update, job_id, detail=detail)
-        except Exception:  # progress is best effort; the job's own state is written elsewhere
-            logger.exception("event=loop_progress_write_failed job=%d", job_id)
 
     async def _gate(self, alias: str, champion: str, challenger: str) -> GateVerdict:
         """Frozen-set comparison, with shadow traffic mirrored meanwhile."""
