@@ -132,6 +132,8 @@ class GateVerdict(BaseModel):
     )
     shadow_mean: float | None = Field(description="Mean score of the challenger's shadow samples.")
     champion_live_mean: float | None = Field(description="Champion's live mean score.")
+    shadow_samples: int = Field(default=0, description="Shadow requests scored.")
+    shadow_failures: int = Field(default=0, description="Shadow requests that failed.")
     n: int = Field(description="Pairs compared (examples where both totals exist).")
     champion_scores: list[float | None] = Field(description="Champion total per frozen example.")
     challenger_scores: list[float | None] = Field(

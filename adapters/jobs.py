@@ -2,17 +2,20 @@
 
 A job is created ``queued`` (by a drift alarm, the schedule, or an operator) and moves along::
 
-    queued ──▶ running ──▶ succeeded ──▶ promoted ──▶ rolled_back
-       │          │            │
-       │          │            ├──▶ rejected          (the gate kept the champion)
-       │          │            ├──▶ rolled_back       (the canary did not hold)
-       └──────────┴────────────┴──▶ failed            (from any active state)
+    queued ──▶ running ──▶ succeeded ──▶ gating ──▶ canary ──▶ promoted ──▶ rolled_back
+       │          │            │            │          │
+       │          │            │            ├──▶ rejected      (the gate kept the champion)
+       │          │            │            │          └──▶ rolled_back (the canary did not hold)
+       └──────────┴────────────┴────────────┴──────────┴──▶ failed     (from any active state)
+                                                          └──▶ cancelled (an operator's cancel)
 
-``queued``, ``running`` and ``succeeded`` (trained, awaiting the gate) are *active*: they hold
-the alias, so a second job for it is refused with ``JobConflict``. The database enforces that,
-not a read-then-write check: each row carries ``active_alias``, equal to ``alias`` while the job
-is active and NULL after, under a unique constraint (NULLs never collide in SQLite, PostgreSQL
-or MySQL). Two gateways racing on one database therefore cannot both create a job.
+``succeeded`` = trained and registered; ``gating`` = on the frozen set (and shadow traffic);
+``canary`` = on a share of live traffic. Those and ``queued`` and ``running`` are *active*:
+they hold the alias, so a second job for it is refused with ``JobConflict``. The database
+enforces that, not a read-then-write check: each row carries ``active_alias``, equal to
+``alias`` while the job is active and NULL after, under a unique constraint (NULLs never
+collide in SQLite, PostgreSQL or MySQL). Two gateways racing on one database therefore cannot
+both create a job.
 
 Every method is synchronous and transactional (the gateway calls them from worker threads).
 State changes are compare-and-set on the state the change was validated against, so two
@@ -52,21 +55,27 @@ from adapters.registry import InUse, NotFound, RegistryError, check_name
 from adapters.store import Base, utcnow
 
 JobState = Literal[
-    "queued", "running", "succeeded", "failed", "rejected", "promoted", "rolled_back"
-]
+    "queued", "running", "succeeded", "gating", "canary",
+    "failed", "cancelled", "rejected", "promoted", "rolled_back",
+]  # fmt: skip
 Trigger = Literal["drift", "schedule", "manual"]
 
-ACTIVE: frozenset[str] = frozenset({"queued", "running", "succeeded"})
-"""States that hold the alias; ``succeeded`` = trained, awaiting the gate or promotion."""
+ACTIVE: frozenset[str] = frozenset({"queued", "running", "succeeded", "gating", "canary"})
+"""States that hold the alias: the job's work is not over."""
+
+_ENDS = frozenset({"failed", "cancelled"})  # every active state may end so
 
 TRANSITIONS: Mapping[str, frozenset[str]] = MappingProxyType(
     {
-        "queued": frozenset({"running", "failed"}),
-        "running": frozenset({"succeeded", "failed"}),
-        # rolled_back from succeeded: the canary did not hold, so it never took all traffic
-        "succeeded": frozenset({"promoted", "rejected", "rolled_back", "failed"}),
+        "queued": frozenset({"running"}) | _ENDS,
+        "running": frozenset({"succeeded"}) | _ENDS,
+        "succeeded": frozenset({"gating"}) | _ENDS,
+        "gating": frozenset({"canary", "rejected"}) | _ENDS,
+        # rolled_back from canary: the canary did not hold, so it never took all traffic
+        "canary": frozenset({"promoted", "rolled_back"}) | _ENDS,
         "promoted": frozenset({"rolled_back"}),
         "failed": frozenset(),
+        "cancelled": frozenset(),
         "rejected": frozenset(),
         "rolled_back": frozenset(),
     }
@@ -260,7 +269,7 @@ class JobStore:
             return [JobRecord.model_validate(row) for row in session.scalars(query)]
 
     def active(self, alias: str) -> JobRecord | None:
-        """The job holding ``alias`` (queued, running or succeeded), if any."""
+        """The job holding ``alias`` (in one of the ``ACTIVE`` states), if any."""
         with self._sessions() as session:
             row = session.scalar(select(RetrainJobRow).where(RetrainJobRow.active_alias == alias))
             return JobRecord.model_validate(row) if row is not None else None

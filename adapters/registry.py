@@ -23,6 +23,7 @@ from adapters.validation import AdapterInfo
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 ALIAS_WEIGHT_TOTAL = 100
 REGISTRY_CHANNEL = "tuneloop_registry"
+RETIRED = ("deleted", "rejected")  # statuses of versions that never route again
 """PostgreSQL: the channel every transaction that records an event notifies (payload: the
 event's id), delivered on commit only, so other processes need not wait for their next poll."""
 
@@ -191,8 +192,11 @@ class Registry:
                 query = query.where(AdapterVersionRow.status != "deleted")
             return [AdapterRecord.model_validate(r) for r in session.scalars(query)]
 
-    def delete(self, served_name: str) -> AdapterRecord:
-        """Retire a version (kept as ``deleted`` for lineage); refused while an alias uses it."""
+    def delete(self, served_name: str, *, status: str = "deleted") -> AdapterRecord:
+        """Retire a version, kept for lineage as ``deleted`` (an operator's) or ``rejected`` (a
+        challenger the loop did not promote; still listed); refused while an alias uses it."""
+        if status not in RETIRED:
+            raise RegistryError("bad_status", f"a version is retired as one of {sorted(RETIRED)}")
         with self._sessions.begin() as session:
             row = self._adapter(session, served_name)
             users = [
@@ -204,8 +208,8 @@ class Registry:
                 raise InUse(
                     "in_use", f"{served_name} is a target of alias {', '.join(sorted(users))}"
                 )
-            row.status = "deleted"
-            self._event(session, "adapter_deleted", served_name)
+            row.status = status
+            self._event(session, f"adapter_{status}", served_name)
             session.flush()
             return AdapterRecord.model_validate(row)
 
@@ -227,7 +231,7 @@ class Registry:
         with self._sessions.begin() as session:
             for served_name in targets:
                 row = self._adapter(session, served_name)
-                if row.status in ("deleted", "failed"):
+                if row.status in ("failed", *RETIRED):
                     raise RegistryError(
                         "bad_targets", f"{served_name} is {row.status} and cannot be a target"
                     )
@@ -267,9 +271,9 @@ class Registry:
             if not current.previous_targets:
                 raise RegistryError("no_previous", f"alias {alias} has no previous target")
             for served_name in current.previous_targets:
-                if self._adapter(session, served_name).status == "deleted":
+                if (status := self._adapter(session, served_name).status) in RETIRED:
                     raise RegistryError(
-                        "bad_targets", f"previous target {served_name} has been deleted"
+                        "bad_targets", f"previous target {served_name} has been {status}"
                     )
             current.targets, current.previous_targets = (
                 dict(current.previous_targets),

@@ -251,6 +251,25 @@ class EvalStore:
                 for row, request in session.execute(stmt)
             ]
 
+    def confirmations(
+        self, alias: str, *, min_score: float, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Sampled answers of ``alias`` a human confirmed: feedback with no correction and a
+        score of at least ``min_score``, newest first, with the sample's request and answer."""
+        stmt = (
+            select(FeedbackRow.request_id, SampleRow.request, SampleRow.response)
+            .join(SampleRow, SampleRow.request_id == FeedbackRow.request_id)
+            .where(FeedbackRow.alias == alias, SampleRow.alias == alias)
+            .where(FeedbackRow.correction.is_(None), FeedbackRow.score >= min_score)
+            .order_by(FeedbackRow.id.desc())
+            .limit(limit)
+        )
+        with self._session() as session:
+            return [
+                {"request_id": rid, "request": request, "response": response}
+                for rid, request, response in session.execute(stmt)
+            ]
+
     def good_samples(
         self, alias: str, *, epoch: str, min_score: float, limit: int = 1000
     ) -> list[dict[str, Any]]:

@@ -236,8 +236,12 @@ class AdapterService:
         logger.info("event=adapter_ready served_name=%s path=%s", served_name, record.path)
         return record
 
-    async def delete(self, served_name: str) -> AdapterRecord:
-        record = await asyncio.to_thread(self.registry.delete, served_name)  # 409 if aliased
+    async def delete(self, served_name: str, *, status: str = "deleted") -> AdapterRecord:
+        """Retire ``served_name`` (``status``: deleted, or rejected by the loop): no longer
+        routable, unloaded once its requests have drained."""
+        record = await asyncio.to_thread(
+            self.registry.delete, served_name, status=status
+        )  # 409 if aliased
         self._router.remove_version(served_name)
         self._placement.forget(served_name)
         return record

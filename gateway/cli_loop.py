@@ -24,7 +24,7 @@ datasets_app = typer.Typer(
     no_args_is_help=True,
 )
 console = Console(stderr=True)
-_TERMINAL = {"failed", "rejected", "promoted", "rolled_back"}
+_TERMINAL = {"failed", "cancelled", "rejected", "promoted", "rolled_back"}
 
 
 @datasets_app.command("import")
@@ -127,9 +127,18 @@ def jobs(
         bool,
         typer.Option(help="Follow the newest job (of --alias) to its end, with a progress bar."),
     ] = False,
+    cancel: Annotated[
+        int | None,
+        typer.Option(
+            metavar="JOB", help="Cancel this active job: its trainer, gate or canary stops."
+        ),
+    ] = None,
     url: UrlOption = None,
 ) -> None:
-    """List retrain jobs with their state, timings and gate verdict."""
+    """List retrain jobs with their state, timings and gate verdict (or cancel one)."""
+    if cancel is not None:
+        print_json(admin_call("POST", f"/admin/jobs/{cancel}/cancel", url))
+        return
     query = f"?limit={1 if watch else limit}" + (f"&alias={alias}" if alias else "")
     found = admin_call("GET", f"/admin/jobs{query}", url)["data"]
     if not watch:

@@ -64,7 +64,7 @@ def running_gateway(settings: Settings) -> Iterator[str]:
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    wait_until(lambda: server.started or not thread.is_alive(), timeout=30, what="gateway start")
+    wait_until(lambda: server.started or not thread.is_alive(), timeout=60, what="gateway start")
     if not server.started:
         raise RuntimeError("gateway failed to start")
     try:

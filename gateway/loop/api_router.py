@@ -120,3 +120,12 @@ async def jobs(
 @router.get("/jobs/{job_id}", responses=error_responses(*_COMMON, NotFound))
 async def job(job_id: RowId, loop: LoopDep) -> JobRecord:
     return await asyncio.to_thread(loop.jobs.get, job_id)
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    responses=error_responses(*_COMMON, NotFound, Conflict),
+    summary="Cancel an active job: its trainer, gate or canary stops (409 when it has ended)",
+)
+async def cancel_job(job_id: RowId, loop: LoopDep) -> JobRecord:
+    return await loop.cancel(job_id)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,18 +21,21 @@ from typing import Any
 from adapters.curation import Candidate
 from adapters.dataset_registry import DatasetRegistry, DatasetVersion
 from adapters.executors import TrainExecutor
-from adapters.gate import GateConfig, GateVerdict, Scored, run_gate
+from adapters.gate import GateConfig
 from adapters.jobs import JobRecord, JobStore
+from adapters.registry import RegistryError
 from adapters.trainer_process import TrainRequest
 from gateway.adapter_service import AdapterService
 from gateway.evaluation.jobs import EvalJobs
 from gateway.evaluation.service import EvalService
 from gateway.exceptions import Conflict, InvalidRequest, NotFound, library_errors
-from gateway.internal import internal_chat
-from gateway.loop.candidates import from_corrections, from_good_samples
+from gateway.loop.canary import CanaryPlan, run_canary
+from gateway.loop.candidates import from_confirmations, from_corrections, from_good_samples
+from gateway.loop.gating import Gating
 from gateway.loop.orphans import OrphanSweeper
 from gateway.loop.progress import ProgressRecorder
 from gateway.loop.shadow import ShadowMirror
+from gateway.loop.tasks import JobTasks
 from gateway.metrics import GatewayMetrics
 from gateway.openai.serving import OpenAIServing
 from gateway.presence import Presence
@@ -107,7 +109,10 @@ class LoopService:
         self._work = work_dir
         self._metrics = metrics
         self._presence = presence
-        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._tasks = JobTasks(parts.jobs)
+        self._gating = Gating(
+            parts.datasets, parts.evaluation, parts.shadow, parts.serving, config=config
+        )
         self._orphans = OrphanSweeper(parts.jobs, presence)
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -118,9 +123,7 @@ class LoopService:
 
     async def close(self) -> None:
         await self._orphans.close()
-        for task in self._tasks.values():
-            task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await self._tasks.close()
         await self._shadow.close()
 
     # --- starting a job ------------------------------------------------------------------------
@@ -140,11 +143,7 @@ class LoopService:
             )
         await self._event("loop_job_queued", alias, job=job.id, trigger=trigger)
         self._metrics.child(self._metrics.loop_jobs, alias, "queued").inc()
-        task = asyncio.create_task(
-            self._run(job, options or RetrainOptions()), name=f"job-{job.id}"
-        )
-        self._tasks[job.id] = task
-        task.add_done_callback(lambda _t: self._tasks.pop(job.id, None))
+        self._tasks.start(job.id, self._run(job, options or RetrainOptions()))
         return job
 
     async def retrain_all(self) -> None:
@@ -175,9 +174,7 @@ class LoopService:
 
     async def wait(self, job_id: int) -> None:
         """Until the job's background task is done (tests, the CLI's --wait)."""
-        task = self._tasks.get(job_id)
-        if task is not None:
-            await asyncio.shield(task)
+        await self._tasks.wait(job_id)
 
     # --- the pipeline --------------------------------------------------------------------------
     def _champion(self, alias: str) -> str:
@@ -200,6 +197,7 @@ class LoopService:
 
     async def _run(self, job: JobRecord, options: RetrainOptions) -> None:
         alias, timings = job.alias, {}
+        challenger: str | None = None
         try:
             champion = self._champion(alias)
             started = time.perf_counter()
@@ -212,8 +210,9 @@ class LoopService:
             timings["training"] = time.perf_counter() - started
             await self._transition(job, "succeeded", served_name=challenger, detail=timings)
 
+            await self._transition(job, "gating")
             started = time.perf_counter()
-            verdict = await self._gate(alias, champion, challenger)
+            verdict = await self._gating.run(alias, champion, challenger)
             timings["gate"] = time.perf_counter() - started
             await self._event("loop_gate", alias, job=job.id, promote=verdict.promote,
                         reason=verdict.reason)  # fmt: skip
@@ -221,24 +220,66 @@ class LoopService:
                 await self._transition(
                     job, "rejected", verdict=verdict.model_dump(), detail=timings
                 )
+                await self._retire(job, challenger)
                 return
+            await self._transition(job, "canary", verdict=verdict.model_dump(), detail=timings)
 
             started = time.perf_counter()
-            kept, numbers = await self._canary(alias, champion, challenger)
+            kept, numbers = await self._canary(job, champion, challenger)
             timings["canary"] = time.perf_counter() - started
             state = "promoted" if kept else "rolled_back"
-            await self._transition(
-                job,
-                state,
-                verdict=verdict.model_dump(),
-                detail={**timings, "canary_numbers": numbers},
-            )
+            await self._transition(job, state, detail={**timings, "canary_numbers": numbers})
+            if not kept:
+                await self._retire(job, challenger)
         except asyncio.CancelledError:
-            await self._fail(job, "the gateway stopped during the job", timings)
-            raise
+            if not self._tasks.cancelled_for_the_job(job.id):  # the gateway is stopping
+                await self._fail(job, "the gateway stopped during the job", timings)
+                raise
+            asyncio.current_task().uncancel()  # an operator's cancel: the job ends here
+            logger.info("event=loop_job_cancelled job=%d alias=%s", job.id, alias)
+            await self._retire(job, challenger)
         except Exception as exc:  # recorded on the job and logged; the champion keeps serving
-            logger.exception("event=loop_job_failed job=%d alias=%s", job.id, alias)
-            await self._fail(job, f"{type(exc).__name__}: {exc}", timings)
+            if self._tasks.cancelled_for_the_job(job.id):  # its write met the cancelled record
+                logger.info("event=loop_job_cancelled job=%d alias=%s", job.id, alias)
+            else:
+                logger.exception("event=loop_job_failed job=%d alias=%s", job.id, alias)
+                await self._fail(job, f"{type(exc).__name__}: {exc}", timings)
+            await self._retire(job, challenger)
+
+    # --- cancelling ----------------------------------------------------------------------------
+    async def cancel(self, job_id: int) -> JobRecord:
+        """Cancel an active job (409 ``job_finished`` when its work is over): it is marked
+        ``cancelled`` at once, which frees the alias, and the process carrying it (this one, or
+        another gateway on the database within ``CANCEL_POLL_S``) stops its trainer, gate or
+        canary; a canary's alias goes back to the champion."""
+        with library_errors():
+            current = await asyncio.to_thread(self.jobs.get, job_id)
+            if not current.active:
+                raise Conflict(
+                    f"retrain job {job_id} is {current.state}: only an active job can be "
+                    "cancelled", code="job_finished", param="job_id",
+                )  # fmt: skip
+            with self._tasks.cancelling(job_id):
+                job = await asyncio.to_thread(
+                    self.jobs.transition, job_id, "cancelled", error="cancelled by an operator"
+                )
+        self._metrics.child(self._metrics.loop_jobs, job.alias, "cancelled").inc()
+        await self._event("loop_job_cancelled", job.alias, job=job.id, was=current.state)
+        return job
+
+    async def _retire(self, job: JobRecord, challenger: str | None) -> None:
+        """A challenger that lost (rejected, rolled back) or whose job ended early is retired as
+        ``rejected``: listed, never routable, unloaded from the replicas; its folder stays on
+        disk, and the job still names it."""
+        if challenger is None:
+            return
+        try:
+            await self._adapters.delete(challenger, status="rejected")
+        except RegistryError as exc:  # an operator aliased it meanwhile: theirs to keep
+            logger.warning("event=challenger_kept job=%d served_name=%s reason=%r", job.id,
+                           challenger, str(exc))  # fmt: skip
+            return
+        await self._event("loop_challenger_retired", job.alias, job=job.id, served_name=challenger)
 
     async def _transition(self, job: JobRecord, state: str, **fields: Any) -> None:
         await asyncio.to_thread(self.jobs.transition, job.id, state, **fields)
@@ -248,7 +289,7 @@ class LoopService:
 
     async def _fail(self, job: JobRecord, error: str, timings: dict) -> None:
         current = await asyncio.to_thread(self.jobs.get, job.id)
-        if current.state in ("queued", "running", "succeeded"):
+        if current.active:
             await self._transition(job, "failed", error=error, detail=timings)
 
     async def _dataset(self, job: JobRecord) -> DatasetVersion:
@@ -259,6 +300,8 @@ class LoopService:
             raise InvalidRequest(f"no dataset is imported for '{alias}'", param="alias")
         candidates = await asyncio.to_thread(self.datasets.candidates_of, alias, latest.version)
         corrections = from_corrections(await asyncio.to_thread(store.corrections, alias))
+        confirmed = from_confirmations(await asyncio.to_thread(
+            store.confirmations, alias, min_score=self.config.candidate_min_score))  # fmt: skip
         samples: list[Candidate] = []
         active = self._eval.active_rubrics().get(alias)
         if active is not None:
@@ -267,7 +310,7 @@ class LoopService:
                 min_score=self.config.candidate_min_score,
             )  # fmt: skip
             samples = from_good_samples(rows)  # only those a content check vouched for
-        new = [*corrections, *samples]
+        new = [*corrections, *confirmed, *samples]
         # Corrections first among the new ones: on a contradiction a human correction wins.
         version, removals = await asyncio.to_thread(
             self.datasets.import_examples, alias, [*candidates, *new],
@@ -275,7 +318,8 @@ class LoopService:
         )  # fmt: skip
         await self._event("loop_dataset", alias, job=job.id, version=version.version,
                     hash=version.hash, added=len(new), from_corrections=len(corrections),
-                    from_samples=len(samples), removed=len(removals),
+                    from_confirmations=len(confirmed), from_samples=len(samples),
+                    removed=len(removals),
                     counts=version.counts)  # fmt: skip
         return version
 
@@ -320,104 +364,30 @@ class LoopService:
         record = await self._adapters.register(name, out.name)
         return record.served_name
 
-    async def _gate(self, alias: str, champion: str, challenger: str) -> GateVerdict:
-        """Frozen-set comparison, with shadow traffic mirrored meanwhile."""
-        frozen = await asyncio.to_thread(self.datasets.frozen, alias)
-        active = self._eval.active_rubrics().get(alias)
-        if active is None:
-            raise InvalidRequest(f"alias '{alias}' has no rubric to gate with", param="alias")
-        epoch = active.record.epoch
-        after = await asyncio.to_thread(self._eval.store.last_score_id)
-        self._shadow.watch(alias, challenger, share=self.config.shadow_share)
-        try:
-            verdict = await run_gate(
-                frozen, champion=champion, challenger=challenger, generate=self._generate,
-                score=lambda conversation, answer: self._score(alias, conversation, answer),
-                config=self.config.gate,
-            )  # fmt: skip
-        finally:
-            shadow_scores, failures = self._shadow.stop(alias)
-        if not verdict.promote or not shadow_scores:
-            return verdict
-        live = await asyncio.to_thread(
-            self._eval.store.version_scores, alias, champion, epoch=epoch, after_id=after
-        )
-        if not live:
-            return verdict
-        return with_shadow(verdict, shadow_scores, live, self.config.gate, failures)
-
-    async def _generate(self, model: str, messages: Conversation) -> str:
-        body = {"model": model, "messages": messages, "temperature": 0,
-                "max_tokens": self.config.generate_max_tokens}  # fmt: skip
-        return (await internal_chat(self._serving(), body, purpose="gate")).text
-
-    async def _score(self, alias: str, conversation: Conversation, answer: str) -> Scored:
-        result = await self._eval.score_answer(
-            alias, sample_id=f"gate-{hash(answer)}", messages=conversation[:-1], answer=answer,
-            reference=conversation[-1]["content"],
-        )  # fmt: skip
-        if result is None:
-            return Scored(total=None, checks={})
-        return Scored(total=result.total, checks={c.name: c.passed for c in result.checks})
-
     async def _canary(
-        self, alias: str, champion: str, challenger: str
+        self, job: JobRecord, champion: str, challenger: str
     ) -> tuple[bool, dict[str, Any]]:
         """A share of live traffic on the challenger; 100% when its live score holds."""
-        share = self.config.canary_share
-        await self._adapters.retarget(alias, {champion: 100 - share, challenger: share})
+        alias, config = job.alias, self.config
+        plan = CanaryPlan(
+            alias=alias, champion=champion, challenger=challenger,
+            epoch=self._eval.active_rubrics()[alias].record.epoch, share=config.canary_share,
+            samples=config.canary_samples, timeout=config.canary_timeout,
+            tolerance=config.canary_tolerance,
+        )  # fmt: skip
         await self._event("loop_canary_started", alias, champion=champion, challenger=challenger,
-                    share=share)  # fmt: skip
-        active = self._eval.active_rubrics()[alias]
-        store, epoch = self._eval.store, active.record.epoch
-        after = await asyncio.to_thread(store.last_score_id)
-        deadline = time.monotonic() + self.config.canary_timeout
-        canary: list[float] = []
-        while time.monotonic() < deadline:
-            canary = await asyncio.to_thread(
-                store.version_scores, alias, challenger, epoch=epoch, after_id=after
-            )
-            if len(canary) >= self.config.canary_samples:
-                break
-            await asyncio.sleep(1.0)
-        base = await asyncio.to_thread(
-            store.version_scores, alias, champion, epoch=epoch, after_id=after
-        )
-        numbers = {
-            "canary_samples": len(canary),
-            "canary_mean": statistics.fmean(canary) if canary else None,
-            "champion_mean": statistics.fmean(base) if base else None,
-        }
-        floor = (
-            numbers["champion_mean"] - self.config.canary_tolerance
-            if numbers["champion_mean"] is not None
-            else None
-        )
-        holds = len(canary) >= self.config.canary_samples and (
-            floor is None or numbers["canary_mean"] >= floor
+                    share=plan.share)  # fmt: skip
+
+        async def on_count(samples: int) -> None:  # the job shows how far its canary has come
+            canary = {"samples": samples, "needed": plan.samples, "share": plan.share}
+            await asyncio.to_thread(self.jobs.update, job.id, detail={"canary_progress": canary})
+
+        holds, numbers = await run_canary(
+            plan, store=self._eval.store, retarget=self._adapters.retarget, on_count=on_count
         )
         if holds:
-            await self._adapters.retarget(alias, {challenger: 100})
             await self._eval_jobs.restart_baseline(alias, reason="promoted")
             await self._event("loop_promoted", alias, challenger=challenger, **numbers)
         else:
-            await self._adapters.retarget(alias, {champion: 100})
             await self._event("loop_rolled_back", alias, challenger=challenger, **numbers)
         return holds, numbers
-
-
-def with_shadow(
-    verdict: GateVerdict, shadow: list[float], live: list[float], config: GateConfig,
-    failures: int,
-) -> GateVerdict:  # fmt: skip
-    """The frozen-set verdict, refused when the shadow mean falls below the champion's live
-    mean (by more than the shadow tolerance)."""
-    shadow_mean, live_mean = statistics.fmean(shadow), statistics.fmean(live)
-    update: dict[str, Any] = {"shadow_mean": shadow_mean, "champion_live_mean": live_mean}
-    if shadow_mean < live_mean - config.shadow_tolerance:
-        update["promote"] = False
-        update["reason"] = (
-            f"reject: shadow mean {shadow_mean:.3f} over {len(shadow)} mirrored requests "
-            f"({failures} failed) below the champion's live mean {live_mean:.3f}"
-        )
-    return verdict.model_copy(update=update)

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import statistics
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from adapters.gate import GateConfig, GateVerdict
 from eval.sampling import fraction
 from gateway.observers import FinishedRequest
 
@@ -82,3 +85,24 @@ class ShadowMirror:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def with_shadow(
+    verdict: GateVerdict, shadow: list[float], live: list[float], config: GateConfig,
+    failures: int,
+) -> GateVerdict:  # fmt: skip
+    """The frozen-set verdict with the shadow figures on it (also on a rejection: they show
+    what live traffic said), refused when the shadow mean falls below the champion's live mean
+    (by more than the shadow tolerance)."""
+    shadow_mean, live_mean = statistics.fmean(shadow), statistics.fmean(live)
+    update: dict[str, Any] = {
+        "shadow_mean": shadow_mean, "champion_live_mean": live_mean,
+        "shadow_samples": len(shadow), "shadow_failures": failures,
+    }  # fmt: skip
+    if verdict.promote and shadow_mean < live_mean - config.shadow_tolerance:
+        update["promote"] = False
+        update["reason"] = (
+            f"reject: shadow mean {shadow_mean:.3f} over {len(shadow)} mirrored requests "
+            f"({failures} failed) below the champion's live mean {live_mean:.3f}"
+        )
+    return verdict.model_copy(update=update)

@@ -47,8 +47,12 @@ def test_lifecycle_records_timings_and_outcome(
     assert done.finished_at is None, "trained but still awaiting the gate"
     assert done.detail == {"requested_by": "ops", "best_val_loss": 0.5}, "detail is merged"
 
+    assert store.transition(job.id, "gating").finished_at is None, "on the frozen set"
     verdict = {"promote": True, "delta": 0.12, "ci": [0.05, 0.2]}
-    promoted = store.transition(job.id, "promoted", served_name="extract@v2", verdict=verdict)
+    canary = store.transition(job.id, "canary", verdict=verdict)
+    assert canary.verdict == verdict and canary.finished_at is None, "the verdict, then canary"
+    assert store.active("extract") == canary, "a canary still holds the alias"
+    promoted = store.transition(job.id, "promoted", served_name="extract@v2")
     assert promoted.finished_at is not None and promoted.finished_at >= promoted.started_at
     rolled = store.transition(job.id, "rolled_back", error="operator rolled back")
     assert rolled.finished_at == promoted.finished_at, "the job ended at its promotion"
@@ -69,10 +73,14 @@ def test_lifecycle_records_timings_and_outcome(
         ([], "promoted"),
         (["running"], "promoted"),  # only a trained job reaches the gate
         (["running"], "queued"),
-        (["running", "succeeded", "rejected"], "promoted"),
+        (["running", "succeeded"], "promoted"),  # the gate comes first
+        (["running", "succeeded", "gating"], "promoted"),  # ... and then the canary
+        (["running", "succeeded", "gating", "rejected"], "canary"),
         (["running", "failed"], "running"),
-        (["running", "succeeded", "promoted"], "failed"),  # a promoted job is no longer active
-        (["running", "succeeded", "promoted", "rolled_back"], "promoted"),
+        (["running", "cancelled"], "running"),  # a cancelled job stays cancelled
+        (["running", "succeeded", "gating", "canary", "promoted"], "failed"),  # no longer active
+        (["running", "succeeded", "gating", "canary", "promoted"], "cancelled"),
+        (["running", "succeeded", "gating", "canary", "promoted", "rolled_back"], "promoted"),
     ],
 )
 def test_refused_transitions_change_nothing(store: JobStore, path: list[str], refused: str) -> None:
@@ -85,14 +93,23 @@ def test_refused_transitions_change_nothing(store: JobStore, path: list[str], re
     assert store.get(job.id) == job
 
 
-@pytest.mark.parametrize("from_path", [[], ["running"], ["running", "succeeded"]])
-def test_any_active_state_can_fail(store: JobStore, from_path: list[str]) -> None:
+ACTIVE_PATHS = [
+    [], ["running"], ["running", "succeeded"], ["running", "succeeded", "gating"],
+    ["running", "succeeded", "gating", "canary"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("end", ["failed", "cancelled"])
+@pytest.mark.parametrize("from_path", ACTIVE_PATHS)
+def test_any_active_state_can_fail_or_be_cancelled(
+    store: JobStore, from_path: list[str], end: str
+) -> None:
     job = store.create("extract", trigger="drift")
     for state in from_path:
         store.transition(job.id, state)  # type: ignore[arg-type]
-    failed = store.transition(job.id, "failed", error="trainer exited with code 1")
-    assert failed.state == "failed" and failed.error == "trainer exited with code 1"
-    assert failed.finished_at is not None
+    ended = store.transition(job.id, end, error="trainer exited with code 1")  # type: ignore[arg-type]
+    assert ended.state == end and ended.error == "trainer exited with code 1"
+    assert ended.finished_at is not None
     assert store.active("extract") is None
 
 
@@ -139,6 +156,7 @@ def test_one_active_job_per_alias(store: JobStore) -> None:
     store.transition(first.id, "succeeded")
     with pytest.raises(JobConflict, match="succeeded"):  # trained, awaiting the gate: still held
         store.create("extract", trigger="schedule")
+    store.transition(first.id, "gating")
     store.transition(first.id, "rejected", verdict={"promote": False})
     assert store.active("extract") is None
     second = store.create("extract", trigger="schedule")
@@ -226,9 +244,11 @@ def test_fail_interrupted_fails_every_active_job(store: JobStore) -> None:
     store.transition(running.id, "running")
     trained = to_succeeded(store, "c")
     rejected = to_succeeded(store, "d")
+    store.transition(rejected.id, "gating")
     store.transition(rejected.id, "rejected", verdict={"promote": False})
     promoted = to_succeeded(store, "e")
-    store.transition(promoted.id, "promoted", served_name="e@v2")
+    for state in ("gating", "canary", "promoted"):
+        store.transition(promoted.id, state)  # type: ignore[arg-type]
 
     ids = store.fail_interrupted(reason="gateway restarted")
 

@@ -76,6 +76,26 @@ def test_delete_refused_while_an_alias_points_at_it(registry: Registry, tmp_path
     assert registry.get("extract@v1").status == "registered"
 
 
+def test_a_rejected_version_stays_listed_and_never_becomes_a_target_again(
+    registry: Registry, tmp_path: Path
+) -> None:
+    registry.register("extract", info(tmp_path))
+    registry.register("extract", info(tmp_path))
+    registry.set_alias("extract", {"extract@v2": 100})
+    registry.set_alias("extract", {"extract@v1": 100})  # previous targets: v2
+    rejected = registry.delete("extract@v2", status="rejected")
+    assert rejected.status == "rejected"
+    assert {a.served_name: a.status for a in registry.adapters()}["extract@v2"] == "rejected"
+    with pytest.raises(RegistryError, match="rejected and cannot be a target"):
+        registry.set_alias("extract", {"extract@v2": 100})
+    with pytest.raises(RegistryError, match="has been rejected"):
+        registry.rollback_alias("extract")
+    with pytest.raises(RegistryError, match="retired as one of"):
+        registry.delete("extract@v1", status="gone")
+    assert registry.alias("extract").targets == {"extract@v1": 100}
+    assert "adapter_rejected" in [e.kind for e in registry.events()]
+
+
 def test_two_registries_racing_for_a_version_get_a_clear_conflict(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -121,3 +121,20 @@ def test_gateways_racing_for_a_free_lease_give_it_to_one(database_url: str) -> N
     for engine in engines:
         engine.dispose()
     assert len(won) == 1, won
+
+
+def test_confirmations_are_well_scored_feedback_without_a_correction(engine: Engine) -> None:
+    """What a human confirmed: the sample's own answer, never a corrected or low-scored one,
+    and only of the alias asked for."""
+    store = EvalStore(engine)
+    for request_id in ("good", "corrected", "low", "unscored"):
+        store.add_sample(sample(request_id), score(0.5))
+    store.add_sample(sample("elsewhere", alias="chat"), score(1.0))
+    store.add_feedback("good", score=1.0, alias="extract")
+    store.add_feedback("corrected", score=1.0, correction='{"name": "Ana"}', alias="extract")
+    store.add_feedback("low", score=0.2, alias="extract")
+    store.add_feedback("unscored", label="fine", alias="extract")
+    store.add_feedback("elsewhere", score=1.0, alias="chat")
+    store.add_feedback("never-sampled", score=1.0, alias="extract")
+    [confirmed] = store.confirmations("extract", min_score=0.9)
+    assert confirmed == {"request_id": "good", "request": {"messages": []}, "response": "{}"}

@@ -20,9 +20,10 @@ from adapters.trainer_process import TrainerProcess
 from gateway import presence as presence_module
 from gateway.context import RequestContext
 from gateway.db import create_db_engine, upgrade
-from gateway.loop.candidates import from_corrections, from_good_samples
+from gateway.loop.candidates import from_confirmations, from_corrections, from_good_samples
 from gateway.loop.service import LoopConfig, LoopParts, LoopService
 from gateway.loop.shadow import ShadowMirror
+from gateway.loop.tasks import JobTasks
 from gateway.metrics import GatewayMetrics
 from gateway.observers import Capture, FinishedRequest
 from gateway.presence import Presence, ProcessTable
@@ -73,6 +74,21 @@ def test_only_answers_a_content_check_vouched_for_become_candidates() -> None:
         {"request_id": "unchecked", "response": '{"city": "Kyoto"}', "request": ASKED},
     ]  # fmt: skip
     assert [c.source for c in from_good_samples(rows)] == ["sample:judged"]
+
+
+def test_confirmed_answers_become_candidates_whatever_the_rubric() -> None:
+    """A human's confirmation vouches for the content where a format-only rubric cannot."""
+    rows = [
+        {"request_id": "c1", "response": ' {"city": "Kyoto"} ', "request": ASKED},
+        {"request_id": "c2", "response": "", "request": ASKED},  # nothing was answered
+        {"request_id": "c3", "response": "{}", "request": {"prompt": "text completion"}},
+    ]
+    [candidate] = from_confirmations(rows)
+    assert candidate.source == "confirmed:c1"
+    assert candidate.conversation == [
+        *ASKED["messages"],
+        {"role": "assistant", "content": '{"city": "Kyoto"}'},
+    ]
 
 
 def finished(request_id: str, alias: str = "extract") -> FinishedRequest:
@@ -211,3 +227,37 @@ def test_a_starting_gateway_fails_only_the_jobs_nobody_carries_on(
     finally:
         for engine in engines:
             engine.dispose()
+
+
+def test_a_job_cancelled_through_another_process_stops_here(database_url: str) -> None:
+    """The task carrying a job on stops once another gateway process (here: its own engine on
+    the same database) records the job cancelled, and knows it was cancelled for the job's
+    sake; a job that ends on its own is left alone by the watch."""
+    here, there = (JobStore(create_db_engine(database_url)) for _ in range(2))
+    cancelled, finished = here.create("a", trigger="drift"), here.create("b", trigger="drift")
+
+    async def run() -> None:
+        tasks = JobTasks(here, poll=0.05)
+        seen: list[bool] = []
+
+        async def forever() -> None:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                seen.append(tasks.cancelled_for_the_job(cancelled.id))
+                raise
+
+        async def quick() -> None:
+            await asyncio.sleep(0.2)  # outlives a few polls of its own record
+            here.transition(finished.id, "running")
+
+        tasks.start(cancelled.id, forever())
+        tasks.start(finished.id, quick())
+        assert tasks.here(cancelled.id) and not tasks.cancelled_for_the_job(cancelled.id)
+        await tasks.wait(finished.id)  # not cancelled by its own watch
+        there.transition(cancelled.id, "cancelled", error="cancelled by an operator")
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(tasks.wait(cancelled.id), timeout=10)
+        assert seen == [True] and not tasks.here(cancelled.id)
+
+    asyncio.run(run())
