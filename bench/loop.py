@@ -6,15 +6,22 @@ JSON one with a JSON rubric, builds the drift baseline, then flips the alias to 
 adapter (planted drift) while clients keep sending requests, and times each step until the
 loop's challenger serves all the traffic: detection, dataset, training, gate, canary, swap.
 
+``--clients N --rate R``: N client threads, each sending R requests a second (0: back to back,
+saturating). Before the flip they run for ``--warmup`` seconds on the healthy adapter; their
+latency then is the baseline of the latency while the challenger trains and is gated.
+
 Prints ``name: value`` lines; the last is the loop's total against a baseline measured in the
 same run: one plain ``tuneloop train`` of the same size (the irreducible training cost).
-Targets (issue #9): under 15 minutes in all, 0 failed requests.
+Targets (issue #16): under 10 minutes with one client at 1 request/s, under 15 with two
+saturating clients; 0 failed requests; p50/p99 during training and gate within 2.0x of before.
 """
 
 from __future__ import annotations
 
+import argparse
 import concurrent.futures
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,7 +56,30 @@ def train(data: Path, out: Path, env: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
+def quantiles(values: list[float]) -> tuple[float, float]:
+    """p50 and p99 of ``values`` (nan when there are fewer than two)."""
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return cuts[49], cuts[98]
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=1, help="client threads (default 1)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=1.0,
+        help="requests a second per client; 0: back to back (default 1)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=30.0,
+        help="seconds of client traffic before the flip (default 30)",
+    )
+    args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="tuneloop-bench-loop-"))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -88,14 +118,18 @@ def main() -> None:
         admin.put("/admin/rubrics/bench", content=RUBRIC).raise_for_status()
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
 
+        latencies: list[tuple[float, float]] = []  # (when it started, seconds)
+
         def ask(i: int) -> None:
             name, age, city = PEOPLE[i % len(PEOPLE)]
             user = f"{name} is {age} years old and lives in {city}."
             messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+            started = time.perf_counter()
             try:
                 client.chat.completions.create(
                     model="bench", max_tokens=32, temperature=0, messages=messages
                 )
+                latencies.append((started, time.perf_counter() - started))
             except openai.APIError as exc:
                 failures.append(repr(exc))
 
@@ -106,21 +140,29 @@ def main() -> None:
         def clients() -> None:
             i = 0
             while not stop.is_set():
+                began = time.perf_counter()
                 ask(i)
                 i += 1
+                if args.rate > 0:
+                    stop.wait(max(0.0, 1 / args.rate - (time.perf_counter() - began)))
 
-        threads = [threading.Thread(target=clients) for _ in range(2)]
-        planted = time.perf_counter()
-        admin.put("/admin/aliases/bench", json={"targets": {prose_v["served_name"]: 100}})
+        threads = [threading.Thread(target=clients) for _ in range(args.clients)]
         for thread in threads:
             thread.start()
-        job = None
-        while job is None or job["state"] not in {"failed", "rejected", "promoted", "rolled_back"}:
+        warm = time.perf_counter()
+        time.sleep(args.warmup)
+        planted = time.perf_counter()
+        admin.put("/admin/aliases/bench", json={"targets": {prose_v["served_name"]: 100}})
+        job, seen = None, {}  # state -> when it was first seen
+        while job is None or job["state"] not in {"failed", "cancelled", "rejected", "promoted",
+                                                  "rolled_back"}:  # fmt: skip
             time.sleep(2)
             jobs = admin.get("/admin/jobs", params={"alias": "bench"}).json()["data"]
             if jobs and job is None:
                 detected = time.perf_counter() - planted
             job = jobs[0] if jobs else None
+            if job is not None:
+                seen.setdefault(job["state"], time.perf_counter())
         total = time.perf_counter() - planted
         stop.set()
         metrics = httpx.get(f"{url}/metrics").text
@@ -134,13 +176,24 @@ def main() -> None:
         serve.terminate()
         serve.wait(60)
     timings = job["detail"]
+    before = [d for t, d in latencies if warm <= t < planted]
+    busy_from = seen.get("running", planted)
+    busy_to = seen.get("canary", seen.get(job["state"], time.perf_counter()))
+    during = [d for t, d in latencies if busy_from <= t < busy_to]
+    (b50, b99), (d50, d99) = quantiles(before), quantiles(during)
+    print(f"clients: {args.clients} at {'back to back' if args.rate <= 0 else f'{args.rate}/s'}")
     print(f"job_state: {job['state']}")
     print(f"detection_s: {detected:.1f}")
     for step in ("dataset", "training", "gate", "canary"):
         print(f"{step}_s: {timings.get(step, float('nan')):.1f}")
     print(f"swap_ms_mean: {1000 * flip_total / max(flips, 1):.1f}  ({flips:.0f} alias flips)")
     print(f"failed_requests: {len(failures)}  (target 0)")
-    print(f"loop_total_s: {total:.1f}  (target < 900)")
+    print(f"latency_before_p50_p99_ms: {1000 * b50:.0f} {1000 * b99:.0f}  ({len(before)} requests)")
+    print(f"latency_training_gate_p50_p99_ms: {1000 * d50:.0f} {1000 * d99:.0f}  "
+          f"({len(during)} requests)")  # fmt: skip
+    print(f"latency_ratio_p50_p99: {d50 / b50:.2f} {d99 / b99:.2f}  (target <= 2.0)")
+    target = 600 if args.clients == 1 and args.rate > 0 else 900
+    print(f"loop_total_s: {total:.1f}  (target < {target})")
     print(f"train_alone_s: {train_alone:.1f}")
     print(f"ratio_loop_vs_train_alone: {total / train_alone:.2f}")
 

@@ -15,6 +15,7 @@ from adapters.dataset_registry import DatasetRegistry
 from adapters.executors import LocalExecutor, TrainExecutor
 from adapters.gate import GateConfig
 from adapters.jobs import JobStore
+from adapters.ray_executor import RayExecutor, RayResources
 from adapters.registry import Registry
 from adapters.trainer_process import TrainerProcess
 from eval.drift import DriftConfig
@@ -132,8 +133,14 @@ async def start_eval(
 
 
 def train_executor(settings: Settings, engine: EmbeddedEngine | None) -> TrainExecutor:
-    """The executor ``TUNELOOP_TRAIN_EXECUTOR`` names; on the embedded engine's host, with the
-    engine's and the trainer's cores split while a job trains (``TUNELOOP_TRAIN_CPUS``)."""
+    """The executor ``TUNELOOP_TRAIN_EXECUTOR`` names: a Ray cluster's, or a local process (on
+    the embedded engine's host, with the engine's and the trainer's cores split while a job
+    trains, ``TUNELOOP_TRAIN_CPUS``)."""
+    if settings.train_executor == "ray":
+        assert settings.ray_address is not None  # the settings refuse ray without one
+        memory = settings.ray_memory_mb * 1024**2 if settings.ray_memory_mb else None
+        resources = RayResources(settings.ray_num_cpus, settings.ray_num_gpus, memory)
+        return RayExecutor(settings.ray_address, resources=resources, nice=settings.train_nice)
     trainer = TrainerProcess(env={"TUNELOOP_MODEL_PATH": str(settings.base_model_path)})
     partition = None
     if engine is not None and settings.train_cpus != "off":

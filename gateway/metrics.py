@@ -159,8 +159,8 @@ class GatewayMetrics:
         self.eval = EvalMetrics(r)
         self.loop_jobs = Counter(
             "tuneloop_loop_jobs",
-            "Retrain jobs reaching a state (queued, running, succeeded, failed, rejected, "
-            "promoted, rolled_back).",
+            "Retrain jobs reaching a state (queued, running, succeeded, gating, canary, "
+            "promoted, rejected, rolled_back, failed, cancelled).",
             ["alias", "state"],
             registry=r,
         )
@@ -305,8 +305,9 @@ class EvalMetrics:
         )
         self.drift_state = Gauge(
             "tuneloop_eval_drift_state",
-            "Drift state of an alias's scores: 0 ok (or baseline), 1 warning, 2 drift.",
-            ["alias", "version"],
+            "Drift state of an alias's scores (its baseline is per alias and rubric epoch, not "
+            "per version): 0 ok (or baseline), 1 warning, 2 drift.",
+            ["alias"],
             registry=r,
         )
         self.queue_depth = Gauge(

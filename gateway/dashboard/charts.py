@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gateway.evaluation.protocol import ScoreSeries, TrafficRow
+from gateway.evaluation.protocol import AliasDriftSummary, ScoreSeries, TrafficRow
 
 PALETTE = (
     "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2",
@@ -186,22 +186,25 @@ def line_chart(
     return ET.tostring(svg, encoding="unicode")
 
 
-def score_chart(series: Sequence[ScoreSeries], *, title: str) -> str:
-    """Mean score over time, one line per version, with the alias's baseline band."""
+def baseline_band(drift: AliasDriftSummary | None) -> Band | None:
+    """The alias's baseline mean ± sigma (clipped to 0..1), or None before it has one."""
+    if drift is None or drift.baseline_mean is None:
+        return None
+    mean, sigma = drift.baseline_mean, drift.baseline_sigma or 0.0
+    label = f"baseline {mean:.3f} ± {sigma:.3f}"
+    return Band(max(mean - sigma, 0.0), min(mean + sigma, 1.0), label)
+
+
+def score_chart(
+    series: Sequence[ScoreSeries], *, title: str, drift: AliasDriftSummary | None = None
+) -> str:
+    """Mean score over time, one line per version, with the alias's baseline band (``drift``:
+    the alias's entry in the summary; the baseline is the alias's, not a version's)."""
     lines = [
         Line(served_label(s.alias, s.version), [(_epoch(p.at), p.mean) for p in s.points])
         for s in series
     ]
-    band = None
-    for s in series:
-        if s.baseline_mean is not None:
-            sigma = s.baseline_sigma or 0.0
-            band = Band(
-                max(s.baseline_mean - sigma, 0.0),
-                min(s.baseline_mean + sigma, 1.0),
-                f"baseline {s.baseline_mean:.3f} ± {sigma:.3f}",
-            )
-            break
+    band = baseline_band(drift)
     # Zoom to where the scores are (in steps of 0.1, up to 1.0) so the band stays readable.
     lows = [y for line in lines for _, y in line.points] + ([band.low] if band else [])
     floor = max(math.floor((min(lows, default=0.0) - 0.05) * 10) / 10, 0.0)

@@ -19,12 +19,22 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from gateway.dashboard.charts import score_chart, served_label, traffic_chart
-from gateway.evaluation.protocol import DashboardData, LoopJob, SampleRecord, ScoreSeries
+from gateway.evaluation.protocol import (
+    AliasDriftSummary,
+    DashboardData,
+    EvalSummary,
+    LoopJob,
+    SampleRecord,
+    ScoreSeries,
+    VersionSummary,
+)
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 TEMPLATES_DIR = PACKAGE_DIR / "templates"
 STYLESHEET = PACKAGE_DIR / "static" / "dashboard.css"
 DASH = "—"
+DRIFTING = ("warning", "drift")
+"""Drift states the page counts as drifting (the stat box turns red)."""
 
 
 class DashboardPages:
@@ -59,8 +69,9 @@ class DashboardPages:
         """The main page: traffic, quality, score charts, the loop, events and samples."""
         total = sum(row.requests for row in data.traffic)
         errors = sum(row.errors for row in data.traffic)
-        quality = sorted(data.summary.data, key=lambda s: (s.alias, s.version))
-        check_names = sorted({name for s in quality for name in s.check_pass_rates})
+        quality = quality_groups(data.summary)
+        check_names = sorted({name for s in data.summary.data for name in s.check_pass_rates})
+        drift = {group.drift.alias: group.drift for group in quality}
         by_alias = _series_by_alias(data.scores)
         # Two charts a row: the traffic chart takes a whole row when the score charts pair up.
         wide = len(by_alias) >= 2 and len(by_alias) % 2 == 0
@@ -81,8 +92,10 @@ class DashboardPages:
             "score_charts": [
                 (
                     name,
-                    Markup(score_chart(series, title=f"Mean score of {name}")),
-                    any(item.baseline_mean is not None for item in series),
+                    Markup(
+                        score_chart(series, title=f"Mean score of {name}", drift=drift.get(name))
+                    ),
+                    name in drift and drift[name].baseline_mean is not None,
                 )
                 for name, series in by_alias.items()
             ],
@@ -91,9 +104,7 @@ class DashboardPages:
                 "error_rate": errors / total if total else None,
                 "scored": sum(s.scored for s in data.summary.data),
                 "queue_depth": data.summary.queue_depth,
-                "drifting": sorted(
-                    {s.alias for s in data.summary.data if s.drift_state in ("warning", "drift")}
-                ),
+                "drifting": [g.drift.alias for g in quality if g.drift.drift_state in DRIFTING],
                 "feedback": sum(s.feedback for s in data.summary.data),
             },
             "loop": loop_history(data.jobs),
@@ -121,8 +132,30 @@ class DashboardPages:
         return self._env.get_template("login.html").render(context)
 
 
+@dataclass(frozen=True)
+class AliasQuality:
+    """One alias in the quality table: its drift state and baseline, shown once, and its
+    versions' own figures in the rows under it."""
+
+    drift: AliasDriftSummary
+    versions: list[VersionSummary]
+
+
+def quality_groups(summary: EvalSummary) -> list[AliasQuality]:
+    """The summary's aliases (sorted), each with its version rows (sorted by version)."""
+    rows: dict[str, list[VersionSummary]] = defaultdict(list)
+    for row in sorted(summary.data, key=lambda r: (r.alias, r.version)):
+        rows[row.alias].append(row)
+    entries = {entry.alias: entry for entry in summary.aliases}
+    return [
+        AliasQuality(entries.get(alias) or AliasDriftSummary(alias=alias), rows.get(alias, []))
+        for alias in sorted(entries.keys() | rows.keys())
+    ]
+
+
 def _aliases(data: DashboardData) -> list[str]:
-    names = {s.alias for s in data.summary.data} | {s.alias for s in data.scores}
+    names = {s.alias for s in data.summary.data} | {s.alias for s in data.summary.aliases}
+    names |= {s.alias for s in data.scores}
     return sorted(names | {row.model for row in data.traffic})
 
 
@@ -180,8 +213,11 @@ def score_grade(value: float | None) -> str:
 
 
 # --- the retraining loop ------------------------------------------------------------------------
-JOB_TONES = {"promoted": "good", "rejected": "fair", "rolled_back": "fair", "failed": "poor"}
-"""The badge colour of a job's state; any other (queued, running, succeeded) is "active"."""
+JOB_TONES = {
+    "promoted": "good", "rejected": "fair", "rolled_back": "fair", "cancelled": "fair",
+    "failed": "poor",
+}  # fmt: skip
+"""The badge colour of a job's state; any other (an active state) is "active"."""
 
 
 @dataclass(frozen=True)
@@ -216,13 +252,21 @@ def loop_steps(job: LoopJob) -> list[LoopStep]:
     if job.dataset_hash is not None or "dataset" in detail:
         short = job.dataset_hash[:8] if job.dataset_hash else DASH
         steps.append(LoopStep("dataset", short, seconds=_number(detail.get("dataset"))))
-    if job.served_name is not None or "training" in detail:
-        steps.append(LoopStep("training", format_seconds(_number(detail.get("training")))))
+    progress = detail.get("progress") if isinstance(detail.get("progress"), dict) else {}
+    training_now = bool(progress) and job_tone(job.state) == "active"
+    if job.served_name is not None or "training" in detail or training_now:
+        steps.append(_training_step(detail, progress))
     if verdict is not None or "gate" in detail:
         steps.append(_gate_step(verdict or {}, _number(detail.get("gate"))))
     numbers = detail.get("canary_numbers")
-    if isinstance(numbers, dict) or "canary" in detail:
-        numbers = numbers if isinstance(numbers, dict) else {}
+    running = detail.get("canary_progress")
+    if isinstance(numbers, dict) or "canary" in detail or isinstance(running, dict):
+        if not isinstance(numbers, dict):  # still collecting: how far it has come
+            running = running if isinstance(running, dict) else {}
+            samples, needed = _number(running.get("samples")), _number(running.get("needed"))
+            value = f"{samples or 0:.0f} of {needed:.0f} samples" if needed else DASH
+            steps.append(LoopStep("canary", value, ["collecting live scores"]))
+            return steps
         samples = _number(numbers.get("canary_samples"))
         value = f"{samples:.0f} samples" if samples is not None else DASH
         note = (
@@ -231,6 +275,18 @@ def loop_steps(job: LoopJob) -> list[LoopStep]:
         )
         steps.append(LoopStep("canary", value, [note], _number(detail.get("canary"))))
     return steps
+
+
+def _training_step(detail: dict[str, Any], progress: dict[str, Any]) -> LoopStep:
+    """Training's time once done; while it runs, the step it is on and its loss."""
+    seconds = _number(detail.get("training"))
+    step, total, loss = (_number(progress.get(k)) for k in ("step", "total", "loss"))
+    notes = []
+    if step is not None:
+        notes.append(f"step {step:.0f}" + (f" of {total:.0f}" if total else "")
+                     + (f" · loss {loss:.4f}" if loss is not None else ""))  # fmt: skip
+    value = format_seconds(seconds) if seconds is not None else "training"
+    return LoopStep("training", value, notes, seconds)
 
 
 def _gate_step(verdict: dict[str, Any], seconds: float | None) -> LoopStep:

@@ -80,7 +80,7 @@ async def get_rubric(alias: str, evals: EvalDep) -> RubricRecord:
 @admin_router.get(
     "/eval/summary",
     responses=error_responses(*_COMMON),
-    summary="Per alias and version: samples, mean score and baseline, pass rates, drift state",
+    summary="Per alias: drift state and baseline; per version: samples, mean, pass rates",
 )
 async def summary(evals: EvalDep) -> EvalSummary:
     return await evals.summary()

@@ -72,7 +72,6 @@ class EvalJobs:
         self._store = service.store
         self._reports = reports_dir
         self._retention = timedelta(days=retention_days)
-        self._gauged: dict[str, str] = {}  # alias -> version its drift gauge was last set for
 
     # --- drift ---------------------------------------------------------------------------------
     async def drift_check(self) -> list[AliasDrift]:
@@ -122,13 +121,8 @@ class EvalJobs:
                 "event=drift_state_changed alias=%s version=%s from=%s to=%s reason=%r",
                 alias, version, row["state"], result.state, result.reason,
             )  # fmt: skip
-        if version is not None:
-            metrics = self._service.metrics
-            previous = self._gauged.get(alias)
-            if previous is not None and previous != version:  # the old version no longer serves
-                metrics.child(metrics.eval.drift_state, alias, previous).set(0)
-            self._gauged[alias] = version
-            metrics.child(metrics.eval.drift_state, alias, version).set(STATE_VALUE[result.state])
+        metrics = self._service.metrics  # one state per alias: the baseline is the alias's
+        metrics.child(metrics.eval.drift_state, alias).set(STATE_VALUE[result.state])
         return AliasDrift(alias, epoch, version, result, previous=row["state"])
 
     async def restart_baseline(self, alias: str, *, reason: str) -> None:
@@ -139,6 +133,8 @@ class EvalJobs:
         await asyncio.to_thread(
             self._store.restart_baseline, alias, active.record.epoch, reason=reason
         )
+        metrics = self._service.metrics  # the new baseline's state: the gauge agrees at once
+        metrics.child(metrics.eval.drift_state, alias).set(STATE_VALUE["baseline"])
         await asyncio.to_thread(
             self._service.record_event, "drift_baseline_restarted", alias, reason=reason,
             epoch=active.record.epoch,
@@ -166,19 +162,9 @@ class EvalJobs:
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(summary, indent=2, default=str))
         tmp.replace(path)
-        lines = [f"# tuneloop quality report {name.removeprefix('eval-')}", "",
-                 "| alias | version | samples | mean score | baseline | drift | feedback |",
-                 "|---|---|---|---|---|---|---|"]  # fmt: skip
-        for row in summary.get("data", []):
-            mean = "-" if row["mean_score"] is None else f"{row['mean_score']:.3f}"
-            base = "-" if row["baseline_mean"] is None else f"{row['baseline_mean']:.3f}"
-            lines.append(
-                f"| {row['alias']} | {row['version']} | {row['samples']} | {mean} | {base} "
-                f"| {row['drift_state']} | {row['feedback']} |"
-            )
         markdown = self._reports / f"{name}.md"
         tmp = markdown.with_suffix(".md.tmp")
-        tmp.write_text("\n".join(lines) + "\n")
+        tmp.write_text(report_markdown(name.removeprefix("eval-"), summary))
         tmp.replace(markdown)
         logger.info("event=eval_report_written path=%s", path)
         return path
@@ -191,3 +177,36 @@ class EvalJobs:
              "created_at": datetime.fromtimestamp(p.stat().st_mtime, UTC)}
             for p in sorted(self._reports.glob("eval-*.json"), reverse=True)
         ]  # fmt: skip
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _drift_line(entry: dict) -> str:
+    """An alias's drift state, statistic, baseline and epoch, on one line."""
+    statistic = entry.get("drift_statistic")
+    line = f"drift: **{entry.get('drift_state', 'baseline')}**"
+    line += "" if statistic is None else f" (CUSUM {statistic:.2f})"
+    if entry.get("baseline_mean") is not None:
+        sigma = entry.get("baseline_sigma") or 0.0
+        line += f" · baseline {_score(entry['baseline_mean'])} ± {_score(sigma)}"
+    return line + f" · epoch {entry.get('epoch') or '-'}"
+
+
+def report_markdown(day: str, summary: dict) -> str:
+    """The report as Markdown: per alias its drift line (the state is the alias's, so it is
+    written once), then a table of its versions' own figures."""
+    lines = [f"# tuneloop quality report {day}"]
+    rows = summary.get("data", [])
+    entries = {entry["alias"]: entry for entry in summary.get("aliases", [])}
+    for alias in sorted(entries.keys() | {row["alias"] for row in rows}):
+        lines += ["", f"## {alias}", "", _drift_line(entries.get(alias, {})), "",
+                  "| version | samples | scored | mean score | feedback |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for row in (r for r in rows if r["alias"] == alias):
+            lines.append(
+                f"| {row['version']} | {row['samples']} | {row['scored']} "
+                f"| {_score(row['mean_score'])} | {row['feedback']} |"
+            )
+    return "\n".join(lines) + "\n"

@@ -88,26 +88,55 @@ class SamplePage(BaseModel):
 
 
 class VersionSummary(BaseModel):
-    """Quality of one alias (or base model) and version under the current rubric epoch."""
+    """Quality of one alias (or base model) and version under the current rubric epoch: the
+    version's own figures only; drift belongs to the alias (``AliasDriftSummary``)."""
 
     alias: str
     version: str
-    epoch: str | None
-    samples: int
-    scored: int
-    mean_score: float | None
-    baseline_mean: float | None = Field(description="The alias's drift baseline (per epoch).")
-    baseline_sigma: float | None
-    check_pass_rates: dict[str, float]
-    drift_state: DriftState
-    drift_statistic: float | None
-    feedback: int
-    feedback_mean: float | None
+    epoch: str | None = Field(description="The alias's current rubric epoch; null without one.")
+    samples: int = Field(description="Samples stored in the summary window.")
+    scored: int = Field(description="Of those, scored under the current epoch.")
+    mean_score: float | None = Field(description="Mean rubric total of this version's scores.")
+    check_pass_rates: dict[str, float] = Field(description="Pass rate of each check, 0..1.")
+    feedback: int = Field(description="Client feedback received in the summary window.")
+    feedback_mean: float | None = Field(description="Mean feedback score of those with one.")
+
+
+class AliasDriftSummary(BaseModel):
+    """The drift state of one alias: its baseline belongs to the alias and the rubric epoch,
+    never to a version, so it is shown once, beside its versions' own figures. The defaults
+    are an alias with no baseline yet (or no rubric)."""
+
+    alias: str
+    epoch: str | None = Field(
+        default=None, description="The rubric epoch of the baseline; null without a rubric."
+    )
+    drift_state: DriftState = Field(
+        default="baseline", description="baseline (still collecting), ok, warning or drift."
+    )
+    drift_statistic: float | None = Field(
+        default=None,
+        description="The score CUSUM when the alias entered this state; null before a baseline.",
+    )
+    baseline_mean: float | None = Field(
+        default=None, description="Mean score of the baseline window."
+    )
+    baseline_sigma: float | None = Field(
+        default=None, description="Sigma of one batch mean in the baseline window."
+    )
+    version: str | None = Field(
+        default=None,
+        description="The version the alias's latest scored sample (current epoch, summary "
+        "window) came from; null when none.",
+    )
 
 
 class EvalSummary(BaseModel):
     object: Literal["eval.summary"] = "eval.summary"
-    data: list[VersionSummary]
+    data: list[VersionSummary] = Field(description="One row per (alias, version): its figures.")
+    aliases: list[AliasDriftSummary] = Field(
+        default_factory=list, description="One entry per alias: its drift state and baseline."
+    )
     queue_depth: int
     decisions: dict[str, int] = Field(description="Sampler decisions by reason since start.")
 
@@ -119,11 +148,12 @@ class ScorePoint(BaseModel):
 
 
 class ScoreSeries(BaseModel):
+    """Mean score over time of one alias and version (the baseline is the alias's, in
+    ``EvalSummary.aliases``)."""
+
     alias: str
     version: str
     points: list[ScorePoint]
-    baseline_mean: float | None
-    baseline_sigma: float | None
 
 
 class TrafficRow(BaseModel):

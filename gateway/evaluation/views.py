@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from adapters.registry import EventRecord
-from eval.store import SampleQuery
+from eval.store import SampleQuery, ScoredItem
 from gateway.evaluation.protocol import (
+    AliasDriftSummary,
     DashboardData,
     EvalSummary,
     EventRow,
@@ -69,8 +70,6 @@ class EvalViews:
                 for check in item.checks:
                     if check.get("passed") is not None:
                         passes[check["name"]].append(bool(check["passed"]))
-            base = baselines.get(alias) or {}
-            stats = (base.get("stats") or {}).get("baseline") or {}
             count, feedback_mean = feedback.get((alias, version), (0, None))
             rows.append(
                 VersionSummary(
@@ -80,19 +79,23 @@ class EvalViews:
                     samples=counts.get((alias, version), 0),
                     scored=len(totals),
                     mean_score=round(sum(totals) / len(totals), 4) if totals else None,
-                    baseline_mean=stats.get("mean"),
-                    baseline_sigma=stats.get("sigma"),
                     check_pass_rates={
                         name: round(sum(p) / len(p), 4) for name, p in sorted(passes.items())
                     },
-                    drift_state=base.get("state", "baseline"),
-                    drift_statistic=base.get("statistic"),
                     feedback=count,
                     feedback_mean=round(feedback_mean, 4) if feedback_mean is not None else None,
                 )
             )
+        names = set(baselines) | {row.alias for row in rows}
+        aliases = [
+            alias_drift(alias, epochs.get(alias), baselines.get(alias), groups)
+            for alias in sorted(names)
+        ]
         return EvalSummary(
-            data=rows, queue_depth=self._service.queue_depth, decisions=self._service.decisions
+            data=rows,
+            aliases=aliases,
+            queue_depth=self._service.queue_depth,
+            decisions=self._service.decisions,
         )
 
     def _series(self, alias: str | None) -> list[ScoreSeries]:
@@ -110,27 +113,21 @@ class EvalViews:
         for a, version, at, total in points:
             offset = (at.replace(tzinfo=UTC) - first).total_seconds()
             buckets[(a, version)][int(offset // width)].append(total)
-        baselines = self._baselines()
-        out = []
-        for (a, version), by_bucket in sorted(buckets.items()):
-            stats = ((baselines.get(a) or {}).get("stats") or {}).get("baseline") or {}
-            out.append(
-                ScoreSeries(
-                    alias=a,
-                    version=version,
-                    points=[
-                        ScorePoint(
-                            at=first + timedelta(seconds=b * width),
-                            mean=round(sum(v) / len(v), 4),
-                            count=len(v),
-                        )
-                        for b, v in sorted(by_bucket.items())
-                    ],
-                    baseline_mean=stats.get("mean"),
-                    baseline_sigma=stats.get("sigma"),
-                )
+        return [
+            ScoreSeries(
+                alias=a,
+                version=version,
+                points=[
+                    ScorePoint(
+                        at=first + timedelta(seconds=b * width),
+                        mean=round(sum(v) / len(v), 4),
+                        count=len(v),
+                    )
+                    for b, v in sorted(by_bucket.items())
+                ],
             )
-        return out
+            for (a, version), by_bucket in sorted(buckets.items())
+        ]
 
     async def samples(self, query: SampleQuery) -> SamplePage:
         rows = await asyncio.to_thread(self._store.samples, query)
@@ -159,6 +156,7 @@ class EvalViews:
         traffic = self._traffic.rows()
         if alias is not None:
             summary.data = [row for row in summary.data if row.alias == alias]
+            summary.aliases = [entry for entry in summary.aliases if entry.alias == alias]
             traffic = [row for row in traffic if row.model == alias]
         return DashboardData(
             generated_at=datetime.now(UTC),
@@ -171,3 +169,29 @@ class EvalViews:
             samples=samples,
             jobs=[LoopJob.model_validate(job, from_attributes=True) for job in jobs],
         )
+
+
+def alias_drift(
+    alias: str,
+    epoch: str | None,
+    baseline: dict[str, Any] | None,
+    groups: dict[tuple[str, str, str], list[ScoredItem]],
+) -> AliasDriftSummary:
+    """The alias's drift entry from its baseline row (None without a rubric) and the latest
+    scored sample of its epoch in ``groups`` ((alias, version, epoch) -> scores, oldest first)."""
+    base = baseline or {}
+    stats = (base.get("stats") or {}).get("baseline") or {}
+    latest = max(
+        (items[-1] for (a, _, e), items in groups.items() if a == alias and e == epoch and items),
+        key=lambda item: item.score_id,
+        default=None,
+    )
+    return AliasDriftSummary(
+        alias=alias,
+        epoch=epoch,
+        drift_state=base.get("state", "baseline"),
+        drift_statistic=base.get("statistic"),
+        baseline_mean=stats.get("mean"),
+        baseline_sigma=stats.get("sigma"),
+        version=latest.version if latest is not None else None,
+    )

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from gateway.dashboard import DashboardPages
 from gateway.dashboard import api_router as dashboard_router
 from gateway.evaluation.protocol import (
+    AliasDriftSummary,
     CheckResult,
     DashboardData,
     EvalSummary,
@@ -165,7 +166,8 @@ def loop_jobs(now: datetime = NOW) -> list[LoopJob]:
 def demo_data(
     *, now: datetime = NOW, extra_samples: list[SampleRecord] | None = None
 ) -> DashboardData:
-    """Two aliases (one drifting after a canary), traffic, events, samples and loop jobs."""
+    """Three aliases (extract drifting after a canary; support-bot still collecting its
+    baseline; summarize ok, in the summary only), traffic, events, samples and loop jobs."""
     minutes = 30
 
     def wave(base: int, step: int) -> list[int]:
@@ -245,11 +247,7 @@ def demo_data(
                     samples=162,
                     scored=160,
                     mean_score=0.912,
-                    baseline_mean=0.905,
-                    baseline_sigma=0.031,
                     check_pass_rates={"valid_json": 1.0, "total_matches": 0.94},
-                    drift_state="ok",
-                    drift_statistic=0.8,
                     feedback=14,
                     feedback_mean=0.93,
                 ),
@@ -260,11 +258,7 @@ def demo_data(
                     samples=41,
                     scored=40,
                     mean_score=0.688,
-                    baseline_mean=0.905,
-                    baseline_sigma=0.031,
                     check_pass_rates={"valid_json": 0.88, "total_matches": 0.55},
-                    drift_state="drift",
-                    drift_statistic=6.4,
                     feedback=3,
                     feedback_mean=0.33,
                 ),
@@ -275,13 +269,49 @@ def demo_data(
                     samples=71,
                     scored=70,
                     mean_score=0.814,
-                    baseline_mean=None,
-                    baseline_sigma=None,
                     check_pass_rates={"polite": 0.97, "judge_helpful": 0.79},
-                    drift_state="baseline",
-                    drift_statistic=None,
                     feedback=0,
                     feedback_mean=None,
+                ),
+                VersionSummary(
+                    alias="summarize",
+                    version="v2",
+                    epoch="ep-51c0aa",
+                    samples=90,
+                    scored=90,
+                    mean_score=0.866,
+                    check_pass_rates={"short_enough": 0.99},
+                    feedback=2,
+                    feedback_mean=1.0,
+                ),
+            ],  # fmt: skip
+            aliases=[
+                AliasDriftSummary(
+                    alias="extract",
+                    epoch="ep-3f9a1c",
+                    drift_state="drift",  # since the canary v4 took traffic
+                    drift_statistic=6.4,
+                    baseline_mean=0.905,
+                    baseline_sigma=0.031,
+                    version="v4",
+                ),
+                AliasDriftSummary(
+                    alias="support-bot",
+                    epoch="ep-77b0d2",
+                    drift_state="baseline",
+                    drift_statistic=None,
+                    baseline_mean=None,
+                    baseline_sigma=None,
+                    version="v1",
+                ),
+                AliasDriftSummary(
+                    alias="summarize",  # quiet today: no recent traffic, no scores in 24 h
+                    epoch="ep-51c0aa",
+                    drift_state="ok",
+                    drift_statistic=0.8,
+                    baseline_mean=0.871,
+                    baseline_sigma=0.024,
+                    version="v2",
                 ),
             ],  # fmt: skip
             queue_depth=3,
@@ -292,22 +322,16 @@ def demo_data(
                 alias="extract",
                 version="v3",
                 points=points(0.91),
-                baseline_mean=0.905,
-                baseline_sigma=0.031,
             ),
             ScoreSeries(
                 alias="extract",
                 version="v4",
                 points=points(0.9, drop_after=14)[12:],
-                baseline_mean=0.905,
-                baseline_sigma=0.031,
             ),
             ScoreSeries(
                 alias="support-bot",
                 version="v1",
                 points=points(0.8),
-                baseline_mean=None,
-                baseline_sigma=None,
             ),
         ],  # fmt: skip
         events=[

@@ -59,6 +59,46 @@ def test_dashboard_shows_traffic_quality_events_and_samples(pages: DashboardPage
     assert '<meta http-equiv="refresh" content="30">' in html
 
 
+def quality_section(html: str) -> str:
+    match = re.search(r'<section class="card" id="quality">.*?</section>', html, flags=re.S)
+    assert match is not None
+    return match.group(0)
+
+
+def quality_rows(html: str) -> dict[str, list[str]]:
+    """Each alias's rows in the quality table, its own row first, then its version rows."""
+    rows: dict[str, list[str]] = {}
+    for row in re.findall(r"<tr class=.*?</tr>", quality_section(html), flags=re.S):
+        rows.setdefault(re.search(r'data-alias="([^"]*)"', row).group(1), []).append(row)
+    return rows
+
+
+def test_quality_shows_each_aliases_drift_once_and_its_versions_own_figures(
+    pages: DashboardPages,
+) -> None:
+    html = pages.dashboard(demo_data())
+    section = quality_section(html)
+    rows = quality_rows(html)
+    assert list(rows) == ["extract", "summarize", "support-bot"]
+    # the drifting alias shows its badge once, on its own row, with its baseline beside it
+    assert len(re.findall(r'class="badge drift-drift"', section)) == 1
+    alias_row, *versions = rows["extract"]
+    assert 'class="alias-row"' in alias_row and re.search(r"drift-drift[^>]*>drift<", alias_row)
+    assert "0.905 ± 0.031" in alias_row and section.count("0.905 ± 0.031") == 1
+    assert "<code>v4</code>" in alias_row  # where the latest scored sample came from
+    # its version rows carry their own means (v3 still good) and no drift badge
+    assert [re.search(r'data-version="([^"]*)"', row).group(1) for row in versions] == [
+        "v3",
+        "v4",
+    ]
+    assert "0.912" in versions[0] and "0.688" in versions[1]
+    for row in versions:
+        assert 'class="version-row"' in row and "badge" not in row and "±" not in row
+    assert len(re.findall(r'class="badge drift-', section)) == len(rows)  # one per alias
+    # the drifting stat counts aliases, each once
+    assert re.search(r'<span class="value">1</span><span class="hint">extract</span>', html)
+
+
 def test_dashboard_draws_one_traffic_chart_and_a_score_chart_per_alias(
     pages: DashboardPages,
 ) -> None:
@@ -77,9 +117,11 @@ def test_dashboard_draws_one_traffic_chart_and_a_score_chart_per_alias(
 
 
 def test_score_chart_band_spans_baseline_mean_plus_minus_sigma() -> None:
-    series = demo_data().scores[:1]  # extract@v3, baseline 0.905 ± 0.031
+    data = demo_data()
+    series = data.scores[:1]  # extract@v3
+    drift = data.summary.aliases[0]  # extract's baseline: 0.905 ± 0.031, the alias's
     series[0].points[0].mean = 0.02  # one score near 0, so the y axis spans 0..1
-    svg = ET.fromstring(score_chart(series, title="t"))
+    svg = ET.fromstring(score_chart(series, title="t", drift=drift))
     band = svg.find(f"{SVG}rect[@class='band']")
     height = int(svg.get("height"))
     top, bottom = 34, height - 26  # plot area of line_chart
@@ -92,7 +134,9 @@ def test_score_chart_band_spans_baseline_mean_plus_minus_sigma() -> None:
 
 
 def test_score_chart_zooms_to_the_scores() -> None:
-    svg = ET.fromstring(score_chart(demo_data().scores[:2], title="t"))  # scores 0.66..0.95
+    data = demo_data()
+    drift = data.summary.aliases[0]
+    svg = ET.fromstring(score_chart(data.scores[:2], title="t", drift=drift))  # 0.66..0.95
     ticks = [float(t.text) for t in svg.iter(f"{SVG}text") if t.get("x") == "38"]  # y axis
     assert ticks[0] == 0.6 and ticks[-1] == 1.0
 
@@ -113,6 +157,7 @@ def test_user_text_is_escaped_everywhere(pages: DashboardPages) -> None:
     evil = sample(7, at=NOW, alias=f"a{EVIL}", text=EVIL, response=EVIL, score=0.5)
     data = demo_data(extra_samples=[evil])
     data.scores[0].alias = f"a{EVIL}"  # alias names reach chart titles and legends
+    data.summary.aliases[0].alias = f"a{EVIL}"  # ... and the quality table's alias rows
     data.events[0].detail["note"] = EVIL
     for html in (pages.dashboard(data, alias=EVIL), pages.sample(evil)):
         assert "<script" not in html
@@ -228,6 +273,27 @@ def test_loop_active_and_rolled_back_jobs_have_their_colours(pages: DashboardPag
     assert "in progress" in jobs[9] and ">abcdef01<" in jobs[9]
     assert re.search(r'class="badge job-fair">rolled_back<', jobs[8])
     assert "3 samples" in jobs[8] and "canary 0.500 vs champion 0.900" in jobs[8]
+
+
+def test_loop_shows_where_an_active_job_has_come(pages: DashboardPages) -> None:
+    data = demo_data()
+    progress = {"step": 3, "total": 8, "loss": 1.23456, "eta_s": 40}
+    data.jobs = [
+        LoopJob(id=11, alias="extract", state="running", trigger="drift", created_at=NOW,
+                dataset_hash="abcdef0123456789", detail={"dataset": 1.0, "progress": progress}),
+        LoopJob(id=10, alias="other", state="canary", trigger="drift", created_at=NOW,
+                verdict=data.jobs[0].verdict, served_name="other@v2",
+                detail={"training": 30.0, "gate": 9.0, "progress": progress,
+                        "canary_progress": {"samples": 4, "needed": 10, "share": 20}}),
+        LoopJob(id=12, alias="third", state="failed", trigger="drift", created_at=NOW,
+                dataset_hash="abcdef0123456789", detail={"dataset": 1.0, "progress": progress}),
+    ]  # fmt: skip
+    jobs = loop_jobs_html(pages.dashboard(data))
+    assert "step 3 of 8 · loss 1.2346" in jobs[11] and "in progress" in jobs[11]
+    assert re.search(r'class="badge job-active">canary<', jobs[10])
+    assert "4 of 10 samples" in jobs[10] and "30.0 s" in jobs[10]
+    names = re.findall(r'class="step-name">(\w+)', jobs[12])
+    assert names == ["trigger", "dataset", "state"], "a failed job: where it stopped, as before"
 
 
 def test_loop_jobs_text_is_escaped(pages: DashboardPages) -> None:

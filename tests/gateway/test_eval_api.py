@@ -136,6 +136,13 @@ def test_summary_counts_what_the_traffic_produced(eval_gateway: EvalGateway) -> 
     assert row["samples"] >= 6 and row["scored"] >= 6
     assert 0 <= row["mean_score"] <= 1 and set(row["check_pass_rates"]) >= {"json_valid"}
     assert summary["decisions"]["sampled"] >= 8
+    # drift is the alias's: one entry per alias, none on the version rows
+    aliases = [entry["alias"] for entry in summary["aliases"]]
+    assert aliases == sorted(set(aliases)) and {"evalx", MODEL} <= set(aliases)
+    drift_fields = {"drift_state", "drift_statistic", "baseline_mean", "baseline_sigma"}
+    assert all(drift_fields.isdisjoint(r) for r in summary["data"]), summary["data"]
+    evalx = next(entry for entry in summary["aliases"] if entry["alias"] == "evalx")
+    assert evalx["epoch"] == row["epoch"] and evalx["version"] == "evalx@v1"
     metrics = scrape(f"{eval_gateway.url}/metrics")
     sampled = frozenset({"alias": "evalx", "version": "evalx@v1", "decision": "sampled"}.items())
     assert metrics[("tuneloop_eval_samples_total", sampled)] >= 6

@@ -41,15 +41,21 @@ def test_flip_to_a_failing_adapter_raises_drift_then_ack_restarts(
     events = gw.call("GET", "/admin/events", params={"subject": "driftx"}).json()["data"]
     changes = [e for e in events if e["kind"] == "drift_state_changed"]
     assert changes[0]["detail"]["state"] == "drift"
-    metrics = scrape(f"{gw.url}/metrics")
-    labels = frozenset({"alias": "driftx", "version": prose_version}.items())
-    assert metrics[("tuneloop_eval_drift_state", labels)] == 2
-    rows = {
-        (r["alias"], r["version"]): r for r in gw.call("GET", "/admin/eval/summary").json()["data"]
-    }
+    metrics = scrape(f"{gw.url}/metrics")  # one state per alias: the gauge has no version
+    assert metrics[("tuneloop_eval_drift_state", frozenset({"alias": "driftx"}.items()))] == 2
+    assert not [key for key in metrics if key[0] == "tuneloop_eval_drift_state"
+                and "version" in dict(key[1])]  # fmt: skip
+    summary = gw.call("GET", "/admin/eval/summary").json()
+    rows = {(r["alias"], r["version"]): r for r in summary["data"]}
     assert (
         rows[("driftx", prose_version)]["mean_score"] < rows[("driftx", json_version)]["mean_score"]
     )
+    [alias] = [entry for entry in summary["aliases"] if entry["alias"] == "driftx"]
+    assert alias["drift_state"] == "drift" and alias["version"] == prose_version
+    assert alias["baseline_mean"] is not None
+    assert "drift_state" not in rows[("driftx", json_version)]  # the version's own figures
 
     assert gw.call("POST", "/admin/eval/ack/driftx").status_code == 200
+    after = scrape(f"{gw.url}/metrics")  # the gauge agrees with the restarted baseline at once
+    assert after[("tuneloop_eval_drift_state", frozenset({"alias": "driftx"}.items()))] == 0
     assert drift_state(gw, "driftx")["state"] == "baseline"
