@@ -161,6 +161,8 @@ def test_reports_are_written_and_listed(eval_gateway: EvalGateway) -> None:
     assert eval_gateway.call("POST", "/admin/eval/reports").status_code == 200
     [report] = eval_gateway.call("GET", "/admin/eval/reports").json()["data"]
     markdown = eval_gateway.call("GET", f"/admin/eval/reports/{report['markdown']}")
-    assert markdown.status_code == 200 and "| evalx | evalx@v1 |" in markdown.text
+    assert markdown.status_code == 200
+    section = markdown.text.split("## evalx\n", 1)[1].split("\n## ", 1)[0]  # the alias's part
+    assert "| evalx@v1 |" in section and "drift" in section.lower()
     escape = eval_gateway.call("GET", "/admin/eval/reports/..%2Ftuneloop.db")
     assert escape.status_code == 404

@@ -590,6 +590,12 @@ for kind, number in (
         content_type=None,
     )
     row("GET /admin/jobs/{job_id}", f"job-{kind}", path=f"/admin/jobs/{number}", content_type=None)
+    row(
+        "POST /admin/jobs/{job_id}/cancel",
+        f"job-cancel-{kind}",
+        path=f"/admin/jobs/{number}/cancel",
+        content_type=None,
+    )
 name_battery("GET /admin/datasets/{alias}/{version}", "dataset-version", "/admin/datasets/{name}/1")
 name_battery(
     "GET /admin/datasets/{alias}/{a}/diff/{b}", "dataset-diff", "/admin/datasets/{name}/1/diff/2"
@@ -602,6 +608,14 @@ row(
     expect=404,
 )
 auth_battery("GET /admin/jobs/{job_id}", "job", path="/admin/jobs/1")
+row(
+    "POST /admin/jobs/{job_id}/cancel",
+    "job-cancel-missing",
+    path="/admin/jobs/999999/cancel",
+    content_type=None,
+    expect=404,
+)
+auth_battery("POST /admin/jobs/{job_id}/cancel", "job-cancel", path="/admin/jobs/1/cancel")
 
 # --- /admin/keys ---------------------------------------------------------------------------
 # Every row must be refused: one key created would switch /v1 over to managed keys (so no row
