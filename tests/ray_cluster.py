@@ -48,6 +48,12 @@ def _ray(*args: str, env: dict[str, str] | None = None, timeout: float = 120) ->
 class RayHead:
     address: str  # host:port of its GCS (this process connects there, as a node's driver)
     client_address: str  # ray://host:port of its Ray Client server (from outside a cluster)
+    temp: Path  # Ray's temp dir: its session's logs are under session_latest/logs
+
+    def logs(self, pattern: str, *, tail: int = 2000) -> str:
+        """The ends of the head's log files matching ``pattern`` (for a failure's message)."""
+        found = sorted((self.temp / "session_latest" / "logs").glob(pattern))
+        return "\n".join(f"== {f.name}\n{f.read_text(errors='replace')[-tail:]}" for f in found)
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +75,7 @@ def ray_head(base_settings: Settings) -> Iterator[RayHead]:
         f"--ray-client-server-port={client_port}", env=env,
     )  # fmt: skip
     try:
-        yield RayHead(f"127.0.0.1:{port}", f"ray://127.0.0.1:{client_port}")
+        yield RayHead(f"127.0.0.1:{port}", f"ray://127.0.0.1:{client_port}", Path(temp))
     finally:
         import ray
 

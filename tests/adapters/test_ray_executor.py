@@ -18,7 +18,7 @@ import pytest
 
 from adapters.executors import TrainingFailed
 from adapters.progress import parse_step_line
-from adapters.ray_executor import RayExecutor, RayResources, unpack_adapter
+from adapters.ray_executor import RayExecutor, RayResources, RemoteTrainer, unpack_adapter
 from adapters.trainer_process import TrainRequest
 from adapters.validation import validate_adapter_dir
 from gateway.settings import Settings
@@ -86,7 +86,8 @@ def test_a_gateway_outside_the_cluster_trains_through_ray_client(
         [sys.executable, "-c", CLIENT_SCRIPT, ray_head.client_address, str(EXAMPLE_DATA),
          str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    client_logs = ray_head.logs("ray_client_server*")  # why Ray's client server failed, if it did
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:] + client_logs
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
     assert int(result.stdout.split("lines")[-1]) > 0, "the trainer's lines came through"
     assert "training on Ray at ray://" in out.with_suffix(".log").read_text()
@@ -133,6 +134,51 @@ def test_a_failed_training_on_ray_says_why(ray_address: str, tmp_path: Path) -> 
             RayExecutor(ray_address).train(
                 request(tmp_path, steps=2, data=bad), log_path=tmp_path / "job.log", timeout=300
             )
+        )
+    assert not (tmp_path / "adapter").exists()
+
+
+def stalling_trainer(marker: Path, *, times: int) -> type[RemoteTrainer]:
+    """An actor class whose first ``times`` actors never start their trainer (their work
+    thread wedged before the spawn); the later ones train. ``marker`` counts them across
+    actors."""
+
+    class Stalling(RemoteTrainer):
+        def _train(self, data: bytes, request: TrainRequest, timeout: float, nice: int) -> bytes:
+            count = int(marker.read_text()) if marker.exists() else 0
+            marker.write_text(str(count + 1))
+            if count < times:
+                time.sleep(3600)
+            return super()._train(data, request, timeout, nice)
+
+    return Stalling  # defined in a function: Ray ships it by value to the node
+
+
+def test_a_wedged_ray_actor_is_replaced_and_the_job_still_trains(
+    ray_address: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "actors"
+    executor = RayExecutor(
+        ray_address, start_timeout=5, attempts=2, actor=stalling_trainer(marker, times=1)
+    )
+    log = tmp_path / "job.log"
+    asyncio.run(executor.train(request(tmp_path, steps=1), log_path=log, timeout=300))
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    assert marker.read_text() == "2"  # a second actor trained it
+    text = log.read_text()
+    assert "trainer did not start within 5s (attempt 1 of 2)" in text
+    assert "adapter received from Ray" in text
+
+
+def test_a_ray_actor_that_never_starts_fails_the_job_clearly(
+    ray_address: str, tmp_path: Path
+) -> None:
+    executor = RayExecutor(
+        ray_address, start_timeout=3, attempts=1, actor=stalling_trainer(tmp_path / "n", times=9)
+    )
+    with pytest.raises(TrainingFailed, match="trainer did not start within 3s"):
+        asyncio.run(
+            executor.train(request(tmp_path, steps=1), log_path=tmp_path / "job.log", timeout=300)
         )
     assert not (tmp_path / "adapter").exists()
 
