@@ -39,10 +39,14 @@ class SampleRow(Base):
     __table_args__ = (Index("ix_eval_samples_alias_at", "alias", "at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    request_id: Mapped[str] = mapped_column(String(128), index=True)
+    request_id: Mapped[str] = mapped_column(String(128), index=True)  # made by the gateway
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     alias: Mapped[str] = mapped_column(String(80))
     version: Mapped[str] = mapped_column(String(80))
+    # The managed key that made the request (None: a static key or no auth), and the client's
+    # own x-request-id, kept as its correlation id (never trusted as identity).
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    client_request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     endpoint: Mapped[str] = mapped_column(String(16))
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
     response: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -77,6 +81,7 @@ class FeedbackRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     request_id: Mapped[str] = mapped_column(String(128), index=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # who posted it
     alias: Mapped[str | None] = mapped_column(String(80), nullable=True)
     version: Mapped[str | None] = mapped_column(String(80), nullable=True)
     score: Mapped[float | None] = mapped_column(Float, nullable=True)

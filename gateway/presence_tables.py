@@ -40,3 +40,14 @@ class ProcessRow(Base):
 
 
 __all__ = ["Base", "ProcessRow", "utcnow"]
+
+
+class SecretRow(Base):
+    """A per-deployment secret the gateway makes on first start and every process shares
+    (e.g. ``sampling_salt``); first writer wins, so all processes agree."""
+
+    __tablename__ = "gateway_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
