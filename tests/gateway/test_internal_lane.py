@@ -30,6 +30,49 @@ def test_the_embedded_engine_schedules_by_priority(serve: ServeProcess) -> None:
     assert answer.status_code == 200, answer.text
 
 
+def waiting(engine_url: str) -> float:
+    """Requests waiting in the engine's queue, from its own metrics."""
+    text = httpx.get(f"{engine_url}/metrics", timeout=10).text
+    rows = [line for line in text.splitlines() if line.startswith("vllm:num_requests_waiting")]
+    return sum(float(row.rsplit(" ", 1)[1]) for row in rows)
+
+
+def test_a_client_request_is_scheduled_before_queued_internal_ones(serve: ServeProcess) -> None:
+    """Internal work (priority 10, as the gate's generations carry) fills the engine with long
+    prefills until vLLM reports a queue; a client's request sent then is scheduled ahead of
+    the queued internal ones, so they finish after it (under fcfs it would finish last)."""
+    filler = " ".join(["the"] * 1200)  # about 1,200 tokens of prefill each
+
+    async def scenario() -> tuple[list[str], float]:
+        done: list[str] = []
+        async with httpx.AsyncClient(base_url=serve.engine_url, timeout=300) as client:
+
+            async def ask(name: str, text: str, priority: int | None) -> None:
+                body = {"model": MODEL, "prompt": text, "max_tokens": 1}
+                if priority is not None:
+                    body["priority"] = priority
+                answer = await client.post("/v1/completions", json=body)
+                assert answer.status_code == 200, answer.text
+                done.append(name)
+
+            internal = [  # a distinct first word each: no prefix-cache hits between them
+                asyncio.create_task(ask(f"internal-{i}", f"{i} {filler}", 10)) for i in range(10)
+            ]
+            queued = 0.0
+            for _ in range(600):  # until the engine says requests wait (at most a minute)
+                queued = await asyncio.to_thread(waiting, serve.engine_url)
+                if queued >= 3:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.gather(ask("client", "Hi", None), *internal)
+        return done, queued
+
+    done, queued = asyncio.run(scenario())
+    assert queued >= 3, f"the engine never queued the internal requests ({queued} waiting)"
+    after = len(done) - 1 - done.index("client")
+    assert after >= 2, f"the client request waited behind the queued internal ones: {done}"
+
+
 def test_priority_is_the_gateways_to_set() -> None:
     body = b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "priority": -100}'
     lane = InternalLane(max_in_flight=1, priority=10)
